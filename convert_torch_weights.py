@@ -1,0 +1,43 @@
+"""Convert a PyTorch / Hugging Face checkpoint to mmada-jax (Orbax), or back with --to-hf.
+
+    python convert_torch_weights.py SRC_DIR DST_DIR [--dtype float32|bfloat16] [--kind KIND]
+    python convert_torch_weights.py OUR_CKPT HF_DIR --to-hf [--dtype ...]
+
+Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (MMaDA-Parallel-A); detected
+from the source config.json unless --kind is given. Exits non-zero with a message naming the
+problem (missing shard, unexpected or missing keys, wrong shapes, truncated files).
+"""
+
+import argparse
+import sys
+
+from mmada_jax.cli_utils import quiet_logs, run_guarded
+
+
+def main(argv=None) -> int:
+    from mmada_jax.convert import KINDS, convert_to_orbax, export_to_hf
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="HF checkpoint directory (or, with --to-hf, our checkpoint)")
+    parser.add_argument("dst", help="output directory")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                        help="parameter dtype to write (default: the source's)")
+    parser.add_argument("--kind", choices=sorted(KINDS), default=None,
+                        help="checkpoint family (default: detected from config.json)")
+    parser.add_argument("--to-hf", action="store_true",
+                        help="export our checkpoint SRC as HF safetensors + config.json")
+    parser.add_argument("--max-shard-size-gb", type=float, default=5.0,
+                        help="with --to-hf: size of each safetensors shard")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    args = parser.parse_args(argv)
+    quiet_logs()
+    if args.to_hf:
+        export_to_hf(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite,
+                     max_shard_bytes=int(args.max_shard_size_gb * 1024**3))
+    else:
+        convert_to_orbax(args.src, args.dst, kind=args.kind, dtype=args.dtype, overwrite=args.overwrite)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_guarded(main))

@@ -1,0 +1,431 @@
+"""PyTorch (Hugging Face) checkpoints <-> our Orbax checkpoints, streamed tensor by tensor.
+
+A *kind* (:class:`Kind`) says how one family of checkpoints maps onto our parameter tree: where
+its config is, how to read it into our typed config, and a list of :class:`ParamMap` rows (our
+parameter path <- one reference key, or one key per layer stacked on a new leading axis, with the
+transform between the layouts). The transformer kinds (``mmada``, ``llada``, ``dimoo``) are
+registered here; the image tokenizers register theirs next to their models.
+
+Before any tensor data is read, the whole plan is checked against the file headers: every source
+key used, every parameter filled, every shape right. Then each parameter is assembled, cast and
+appended to the Orbax checkpoint with Orbax's partial save, so peak memory is about two copies of
+the largest (stacked) parameter, not the model.
+
+Converted checkpoint layout::
+
+    DST/config.yaml      our typed config (kind, architecture, token ids, dtypes)
+    DST/params/          Orbax checkpoint of the parameter tree
+    DST/hf/              the source's non-weight files (config.json, tokenizer, ...), kept for
+                         the reverse export and for tokenizers
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from .config import CONFIG_FILE, ConfigError, ModelConfig, detect_kind, load_config
+from .hf_io import CheckpointError, TensorSource, iter_weight_files, write_safetensors_shards
+
+PARAMS_DIR = "params"
+# non-weight files worth keeping from a source checkpoint (configs, tokenizer, remote code)
+SIDE_FILE_SUFFIXES = {".json", ".txt", ".model", ".jinja", ".py", ".tiktoken", ".md"}
+HF_DIR = "hf"
+
+NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+                "float16": np.dtype(np.float16)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ParamMap:
+    """Our parameter at ``path`` <- reference key(s) ``sources`` (several: stacked on axis 0).
+
+    ``perm`` permutes the axes of each reference tensor into our layout (``(1, 0)`` for a torch
+    Linear ``[out, in]`` -> ``[in, out]``; ``(2, 3, 1, 0)`` for a conv OIHW -> HWIO).
+    """
+
+    path: tuple[str, ...]
+    sources: tuple[str, ...]
+    perm: tuple[int, ...] | None = None
+    stacked: bool = False
+
+    def to_ours(self, a: np.ndarray) -> np.ndarray:
+        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, self.perm))
+
+    def to_hf(self, a: np.ndarray) -> np.ndarray:
+        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, np.argsort(self.perm)))
+
+    def shape_to_ours(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(shape) if self.perm is None else tuple(shape[i] for i in self.perm)
+
+    def shape_to_hf(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(shape) if self.perm is None else tuple(shape[i] for i in np.argsort(self.perm))
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How one checkpoint family converts. ``read_config(src_dir, hf_config)`` -> typed config;
+    ``param_maps(config)``; ``abstract_params(config)`` -> {path: ShapeDtypeStruct};
+    ``hf_config(config, base)`` -> the reference config dict; ``subfolder``: where the weights
+    and config live inside a checkpoint directory (``vqvae`` for diffusers)."""
+
+    name: str
+    read_config: Callable[[Path, dict], Any]
+    param_maps: Callable[[Any], list[ParamMap]]
+    abstract_params: Callable[[Any], dict[tuple[str, ...], jax.ShapeDtypeStruct]]
+    hf_config: Callable[[Any, dict | None], dict]
+    detect: Callable[[Path, dict], bool] = lambda src, hf: False
+    subfolder: str | None = None
+    weights_prefix: str = "model"
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> Kind:
+    KINDS[kind.name] = kind
+    return kind
+
+
+# --------------------------------------------------------------------------- transformer kinds
+
+# our parameter  <-  reference state-dict key ({i} = layer; those are stacked), transposed?
+# torch Linear weights are [out, in]; ours are [in, out].
+LLADA_KEYS = (
+    ("wte", "model.transformer.wte.weight", False),
+    ("attn_norm", "model.transformer.blocks.{i}.attn_norm.weight", False),
+    ("q_proj", "model.transformer.blocks.{i}.q_proj.weight", True),
+    ("k_proj", "model.transformer.blocks.{i}.k_proj.weight", True),
+    ("v_proj", "model.transformer.blocks.{i}.v_proj.weight", True),
+    ("attn_out", "model.transformer.blocks.{i}.attn_out.weight", True),
+    ("ff_norm", "model.transformer.blocks.{i}.ff_norm.weight", False),
+    ("ff_proj", "model.transformer.blocks.{i}.ff_proj.weight", True),   # the SwiGLU gate
+    ("up_proj", "model.transformer.blocks.{i}.up_proj.weight", True),
+    ("ff_out", "model.transformer.blocks.{i}.ff_out.weight", True),     # down projection
+    ("ln_f", "model.transformer.ln_f.weight", False),
+    ("lm_head", "model.transformer.ff_out.weight", True),
+)
+
+
+def llada_param_maps(config: ModelConfig) -> list[ParamMap]:
+    maps = []
+    for ours, key, transposed in LLADA_KEYS:
+        layered = "{i}" in key
+        sources = tuple(key.format(i=i) for i in range(config.n_layers)) if layered else (key,)
+        maps.append(ParamMap((ours,), sources, (1, 0) if transposed else None, stacked=layered))
+    return maps
+
+
+def llada_abstract_params(config: ModelConfig) -> dict[tuple[str, ...], jax.ShapeDtypeStruct]:
+    from flax import nnx
+    from .model import abstract_model
+    state = nnx.to_pure_dict(nnx.state(abstract_model(config), nnx.Param))
+    return {(k,): v for k, v in state.items()}
+
+
+def _transformer_kind(name: str) -> Kind:
+    def read(src: Path, hf: dict) -> ModelConfig:
+        return ModelConfig.from_hf_config(hf, source=str(src / "config.json"), kind=name)
+
+    return Kind(name=name, read_config=read, param_maps=llada_param_maps,
+                abstract_params=llada_abstract_params,
+                hf_config=lambda c, base: c.to_hf_config(base),
+                detect=lambda src, hf: "d_model" in hf and detect_kind(hf) == name)
+
+
+for _name in ("mmada", "llada", "dimoo"):
+    register_kind(_transformer_kind(_name))
+
+
+# --------------------------------------------------------------------------- engine
+
+def _config_dir(src: Path, kind: Kind | None) -> Path:
+    if kind is not None and kind.subfolder and (src / kind.subfolder).is_dir():
+        return src / kind.subfolder
+    return src
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"no {path.name} in {path.parent}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from None
+
+
+def resolve_kind(src: Path, kind: str | None = None) -> tuple[Kind, Path, dict]:
+    """(kind, directory holding config + weights, its config dict) for a HF checkpoint dir."""
+    src = Path(src)
+    if not src.is_dir():
+        raise CheckpointError(f"checkpoint directory not found: {src}")
+    if kind is not None:
+        if kind not in KINDS:
+            raise CheckpointError(f"unknown --kind {kind!r}; known: {sorted(KINDS)}")
+        spec = KINDS[kind]
+        d = _config_dir(src, spec)
+        return spec, d, _read_json(d / "config.json")
+    candidates = [src] + [p for p in sorted(src.iterdir()) if p.is_dir()]
+    for d in candidates:
+        if not (d / "config.json").exists():
+            continue
+        hf = _read_json(d / "config.json")
+        for spec in KINDS.values():
+            try:
+                if spec.detect(d, hf):
+                    return spec, d, hf
+            except ConfigError:
+                continue
+    if not (src / "config.json").exists():
+        raise CheckpointError(f"{src}: no config.json (nor in a subfolder); cannot tell what this "
+                              f"checkpoint is")
+    raise CheckpointError(f"{src / 'config.json'}: cannot tell the checkpoint kind; pass --kind "
+                          f"(one of {sorted(KINDS)})")
+
+
+def plan(source: TensorSource, maps: Sequence[ParamMap],
+         expected: dict[tuple[str, ...], jax.ShapeDtypeStruct], where: str) -> None:
+    """Check the whole conversion against tensor headers; raise naming every problem."""
+    problems = []
+    mapped = {m.path for m in maps}
+    unfilled = sorted(".".join(p) for p in set(expected) - mapped)
+    if unfilled:
+        problems.append(f"parameters with no source mapping: {', '.join(unfilled)}")
+    available = set(source.keys())
+    needed = [k for m in maps for k in m.sources]
+    missing = [k for k in needed if k not in available]
+    if missing:
+        problems.append(f"missing key(s) ({len(missing)}): {', '.join(missing[:20])}"
+                        + (" ..." if len(missing) > 20 else ""))
+    extra = sorted(available - set(needed))
+    if extra:
+        problems.append(f"unexpected key(s) the model does not use ({len(extra)}): "
+                        f"{', '.join(extra[:20])}" + (" ..." if len(extra) > 20 else ""))
+    for m in maps:
+        if m.path not in expected or any(k not in available for k in m.sources):
+            continue
+        want = tuple(expected[m.path].shape)
+        per = want[1:] if m.stacked else want
+        for key in m.sources:
+            if len(source.shape(key)) != len(per) or m.shape_to_ours(source.shape(key)) != tuple(per):
+                problems.append(f"{key}: shape {list(source.shape(key))} does not fit parameter "
+                                f"{'.'.join(m.path)} (the config needs {list(m.shape_to_hf(per))})")
+            if not np.issubdtype(source.dtype(key), np.floating) and source.dtype(key) != ml_dtypes.bfloat16:
+                problems.append(f"{key}: dtype {source.dtype(key)} is not a float type")
+    if problems:
+        raise CheckpointError(f"{where}: checkpoint does not match its config:\n  - "
+                              + "\n  - ".join(problems))
+
+
+def assemble(source: TensorSource, m: ParamMap, dtype: np.dtype | None) -> np.ndarray:
+    """One parameter in our layout (stacking per-layer keys), cast to ``dtype``."""
+    if not m.stacked:
+        out = m.to_ours(source.get(m.sources[0]))
+        return out.astype(dtype) if dtype is not None else out
+    first = m.to_ours(source.get(m.sources[0]))
+    out = np.empty((len(m.sources),) + first.shape, dtype=dtype or first.dtype)
+    out[0] = first
+    del first
+    for i, key in enumerate(m.sources[1:], start=1):
+        out[i] = m.to_ours(source.get(key))
+    return out
+
+
+def _source_dtype(source: TensorSource, maps: Sequence[ParamMap]) -> np.dtype:
+    """The dtype of the largest source tensor (kept when no --dtype is given)."""
+    key = max((k for m in maps for k in m.sources), key=lambda k: int(np.prod(source.shape(k))))
+    return source.dtype(key)
+
+
+def _nest(path: tuple[str, ...], value) -> dict:
+    out = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def _merge(into: dict, tree: dict) -> None:
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            _merge(into.setdefault(k, {}), v)
+        else:
+            into[k] = v
+
+
+def _copy_side_files(src: Path, dst: Path) -> None:
+    """Copy the non-weight files (config, generation config, tokenizer) of ``src`` into ``dst``."""
+    weights = set(iter_weight_files(src))
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f not in weights and f.suffix in SIDE_FILE_SUFFIXES:
+            shutil.copy2(f, dst / f.name)
+
+
+def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = None,
+                     dtype: str | None = None, overwrite: bool = False,
+                     log: Callable[[str], None] = print, flush_bytes: int = 512 * 1024**2):
+    """Convert a HF checkpoint directory into our Orbax checkpoint; returns the typed config."""
+    from orbax.checkpoint.experimental.v1 import partial
+
+    src, dst = Path(src), Path(dst)
+    spec, cdir, hf = resolve_kind(src, kind)
+    config = spec.read_config(cdir, hf)
+    source = TensorSource(cdir)
+    maps = spec.param_maps(config)
+    plan(source, maps, spec.abstract_params(config), where=str(cdir))
+    target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
+    dtype_name = {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(target))
+    if dtype_name is None:
+        raise CheckpointError(f"{cdir}: weights are {target}; pass --dtype float32|bfloat16")
+    fields = {f.name for f in dataclasses.fields(config)}
+    config = dataclasses.replace(config, **{k: dtype_name for k in ("param_dtype", "dtype") if k in fields})
+
+    if dst.exists() and any(dst.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    log(f"converting {cdir} ({source.format}, kind {spec.name}, {len(source.keys())} tensors) "
+        f"-> {dst} as {dtype_name}")
+    start, done, pending, pending_bytes = time.time(), 0, {}, 0
+    params_dir = dst / PARAMS_DIR
+    for i, m in enumerate(maps):
+        array = assemble(source, m, target)
+        _merge(pending, _nest(m.path, array))
+        pending_bytes += array.nbytes
+        done += array.nbytes
+        del array
+        if pending_bytes >= flush_bytes or i == len(maps) - 1:
+            partial.save(params_dir, pending)
+            pending, pending_bytes = {}, 0
+            gc.collect()
+            log(f"  [{i + 1}/{len(maps)}] {'.'.join(m.path)}  {done / 1e9:.2f} GB written, "
+                f"{time.time() - start:.1f}s")
+    partial.finalize(params_dir)
+    source.close()
+    _copy_side_files(cdir, dst / HF_DIR)
+    save_config(config, dst)
+    log(f"done in {time.time() - start:.1f}s")
+    return config
+
+
+def save_config(config, dst: Path) -> None:
+    config.to_yaml(Path(dst) / CONFIG_FILE)
+
+
+def orbax_params_path(ckpt: Path) -> Path:
+    """The Orbax pytree directory inside a converted checkpoint."""
+    p = Path(ckpt) / PARAMS_DIR
+    if (p / "state").is_dir():   # written by Orbax's partial save
+        return p / "state"
+    if p.is_dir():
+        return p
+    raise CheckpointError(f"{ckpt}: no {PARAMS_DIR}/ directory; not a converted mmada-jax checkpoint")
+
+
+def restore_params(ckpt: str | Path, target: dict, *, shardings: dict | None = None,
+                   as_numpy: bool = False) -> dict:
+    """Restore (a subtree of) the parameters into ``target``'s dtypes (and shardings)."""
+    import orbax.checkpoint as ocp
+
+    path = orbax_params_path(Path(ckpt))
+    ckptr = ocp.PyTreeCheckpointer()
+    try:
+        stored = ckptr.metadata(path).item_metadata.tree
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: cannot read Orbax metadata: {e}") from None
+    problems = []
+
+    def check(path_, leaf):
+        keys = tuple(getattr(k, "key", k) for k in path_)
+        node = stored
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                problems.append(f"missing parameter {'.'.join(keys)}")
+                return
+            node = node[k]
+        if tuple(node.shape) != tuple(leaf.shape):
+            problems.append(f"parameter {'.'.join(keys)} has shape {list(node.shape)} in the "
+                            f"checkpoint, the config needs {list(leaf.shape)}")
+    jax.tree_util.tree_map_with_path(check, target)
+    if problems:
+        raise CheckpointError(f"{ckpt}: checkpoint does not match its config:\n  - " + "\n  - ".join(problems))
+
+    def args(leaf, sharding=None):
+        if as_numpy:
+            return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
+        return ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+    restore_args = (jax.tree.map(args, target) if shardings is None
+                    else jax.tree.map(args, target, shardings))
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                           partial_restore=True))
+
+
+def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
+                 max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
+                 log: Callable[[str], None] = print):
+    """Write our checkpoint back as a HF directory with the reference key names and config."""
+    src, dst = Path(src), Path(dst)
+    config = load_config(src)
+    spec = KINDS[config.kind]
+    if dst.exists() and any(dst.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
+        shutil.rmtree(dst)
+    out_dir = dst / spec.subfolder if spec.subfolder else dst
+    maps = spec.param_maps(config)
+    abstract = spec.abstract_params(config)
+    np_dtype = NUMPY_DTYPES[dtype] if dtype else None
+
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        for m in maps:
+            leaf = abstract[m.path]
+            want = np_dtype or np.dtype(getattr(config, "param_dtype", "float32"))
+            target = _nest(m.path, jax.ShapeDtypeStruct(leaf.shape, want))
+            array = restore_params(src, target, as_numpy=True)
+            for part in m.path:
+                array = array[part]
+            if m.stacked:
+                for i, key in enumerate(m.sources):
+                    yield key, m.to_hf(array[i])
+            else:
+                yield m.sources[0], m.to_hf(array)
+            del array
+
+    log(f"exporting {src} -> {out_dir}")
+    names = write_safetensors_shards(out_dir, tensors(), max_shard_bytes, prefix=spec.weights_prefix)
+    side = src / HF_DIR
+    if side.is_dir():
+        for f in side.iterdir():
+            if f.is_file() and f.name != "config.json":
+                shutil.copy2(f, out_dir / f.name)
+    base = json.loads((side / "config.json").read_text()) if (side / "config.json").exists() else None
+    hf = spec.hf_config(config, base)
+    if "torch_dtype" in hf or base is None:
+        hf["torch_dtype"] = dtype or getattr(config, "param_dtype", "float32")
+    (out_dir / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    log(f"wrote {len(names)} safetensors file(s) and config.json")
+    return out_dir
+
+
+def params_from_hf(src: str | Path, *, kind: str | None = None, dtype: str | None = None):
+    """(config, {path: numpy array}) read from a HF directory in memory (no Orbax round trip)."""
+    spec, cdir, hf = resolve_kind(Path(src), kind)
+    config = spec.read_config(cdir, hf)
+    source = TensorSource(cdir)
+    maps = spec.param_maps(config)
+    plan(source, maps, spec.abstract_params(config), where=str(cdir))
+    target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
+    params = {m.path: assemble(source, m, target) for m in maps}
+    source.close()
+    return config, params

@@ -1,0 +1,246 @@
+"""Reading and writing Hugging Face checkpoint directories, one tensor at a time.
+
+Reads: sharded safetensors (``*.safetensors.index.json``), single safetensors files, and
+``pytorch_model*.bin`` (optionally sharded) through ``torch.load(weights_only=True, mmap=True)``
+when torch is installed; nothing else unpickles. Tensor shapes and dtypes come from the file
+headers, so a checkpoint can be checked completely before any data is read. Writes: safetensors
+shards of bounded size plus the index, with the ``{"format": "pt"}`` metadata PyTorch loaders
+expect.
+
+Every failure raises :class:`CheckpointError` naming the directory, file and key.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import ml_dtypes
+import numpy as np
+
+SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be converted or loaded; the message names what is wrong."""
+
+
+def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """{key: (shape, dtype)} from a safetensors header, validating it against the file size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise CheckpointError(f"{path}: truncated safetensors file ({size} bytes)")
+            (header_len,) = struct.unpack("<Q", raw)
+            if header_len > size - 8:
+                raise CheckpointError(f"{path}: truncated or corrupt safetensors file (header of "
+                                      f"{header_len} bytes in a {size}-byte file)")
+            header = json.loads(fh.read(header_len))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: cannot read safetensors header: {e}") from None
+    out, end = {}, 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}")
+        out[key] = (tuple(info["shape"]), np.dtype(dtype))
+        end = max(end, info["data_offsets"][1])
+    if 8 + header_len + end > size:
+        raise CheckpointError(f"{path}: truncated safetensors file: the header needs "
+                              f"{8 + header_len + end} bytes, the file has {size}")
+    return out
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError("reading pytorch_model*.bin needs torch: pip install -e '.[torch]' "
+                              "(or convert the checkpoint to safetensors)") from None
+    return torch
+
+
+def _torch_to_numpy(tensor) -> np.ndarray:
+    torch = _torch()
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.contiguous().numpy()
+
+
+class TensorSource:
+    """Lazy, read-only access to the tensors of a HF checkpoint directory."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise CheckpointError(f"checkpoint directory not found: {self.directory}")
+        self.files: dict[str, Path] = {}       # key -> file
+        self.meta: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._handles: dict[Path, object] = {}
+        self._torch_cache: dict[Path, dict] = {}
+        self.format = self._discover()
+
+    # discovery -------------------------------------------------------------
+    def _discover(self) -> str:
+        d = self.directory
+        index = sorted(d.glob("*.safetensors.index.json"))
+        if index:
+            self._from_index(index[0], fmt="safetensors")
+            return "safetensors (sharded)"
+        files = sorted(d.glob("*.safetensors"))
+        if files:
+            for f in files:
+                self._add_file(f, _read_safetensors_header(f))
+            return "safetensors"
+        index = sorted(d.glob("pytorch_model*.bin.index.json"))
+        if index:
+            self._from_index(index[0], fmt="bin")
+            return "pytorch bin (sharded)"
+        files = sorted(d.glob("pytorch_model*.bin"))
+        if files:
+            for f in files:
+                self._add_file(f, self._bin_header(f))
+            return "pytorch bin"
+        raise CheckpointError(f"{d}: no weights found (expected *.safetensors, a "
+                              f"model.safetensors.index.json or pytorch_model*.bin)")
+
+    def _from_index(self, index_path: Path, fmt: str) -> None:
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, OSError) as e:
+            raise CheckpointError(f"{index_path}: not a valid index file ({e!r})") from None
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if not (self.directory / s).exists()]
+        if missing:
+            raise CheckpointError(f"{index_path.name} refers to shard(s) missing from "
+                                  f"{self.directory}: {', '.join(missing)}")
+        for shard in shards:
+            path = self.directory / shard
+            header = _read_safetensors_header(path) if fmt == "safetensors" else self._bin_header(path)
+            listed = {k for k, v in weight_map.items() if v == shard}
+            absent = sorted(listed - set(header))
+            if absent:
+                raise CheckpointError(f"{path}: {index_path.name} lists key(s) not in this shard: "
+                                      f"{', '.join(absent[:10])}")
+            self._add_file(path, header)
+
+    def _add_file(self, path: Path, header: dict) -> None:
+        for key, meta in header.items():
+            if key in self.files and self.files[key] != path:
+                raise CheckpointError(f"{self.directory}: key {key!r} is in both "
+                                      f"{self.files[key].name} and {path.name}")
+            self.files[key] = path
+            self.meta[key] = meta
+
+    def _bin_header(self, path: Path) -> dict:
+        state = self._load_bin(path)
+        return {k: (tuple(v.shape), np.dtype(_torch_to_numpy(v[:0].reshape(-1)).dtype))
+                for k, v in state.items()}
+
+    def _load_bin(self, path: Path) -> dict:
+        if path not in self._torch_cache:
+            torch = _torch()
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as e:  # noqa: BLE001 - torch raises many kinds
+                raise CheckpointError(f"{path}: cannot load with torch.load(weights_only=True): {e}") from None
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path}: expected a state dict, got {type(state).__name__}")
+            self._torch_cache[path] = state
+        return self._torch_cache[path]
+
+    # access ----------------------------------------------------------------
+    def keys(self) -> list[str]:
+        return sorted(self.files)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self.meta[key][0]
+
+    def dtype(self, key: str) -> np.dtype:
+        return self.meta[key][1]
+
+    def get(self, key: str) -> np.ndarray:
+        """One tensor as a numpy array (bf16 as ml_dtypes.bfloat16)."""
+        if key not in self.files:
+            raise CheckpointError(f"{self.directory}: no tensor named {key!r}")
+        path = self.files[key]
+        if path.suffix == ".bin":
+            return _torch_to_numpy(self._load_bin(path)[key])
+        from safetensors import safe_open
+        if path not in self._handles:
+            try:
+                self._handles[path] = safe_open(str(path), framework="np")
+            except Exception as e:  # noqa: BLE001
+                raise CheckpointError(f"{path}: cannot open safetensors file: {e}") from None
+        try:
+            return self._handles[path].get_tensor(key)
+        except Exception as e:  # noqa: BLE001
+            raise CheckpointError(f"{path}: cannot read tensor {key!r}: {e}") from None
+
+    def close(self) -> None:
+        self._handles.clear()
+        self._torch_cache.clear()
+
+
+def write_safetensors_shards(directory: str | Path, tensors: Iterable[tuple[str, np.ndarray]],
+                             max_shard_bytes: int = 5 * 1024**3,
+                             prefix: str = "model") -> list[str]:
+    """Write (key, array) pairs as ``{prefix}-0000k-of-0000N.safetensors`` + index (streaming).
+
+    Arrays are buffered only up to ``max_shard_bytes``. A single shard is written as
+    ``{prefix}.safetensors`` without an index, as ``save_pretrained`` does.
+    """
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[tuple[Path, list[str]]] = []
+    buffer: dict[str, np.ndarray] = {}
+    size = total = 0
+
+    def flush():
+        nonlocal buffer, size
+        if buffer:
+            path = directory / f"{prefix}-shard{len(written):05d}.tmp.safetensors"
+            save_file(buffer, str(path), metadata={"format": "pt"})
+            written.append((path, list(buffer)))
+            buffer, size = {}, 0
+
+    for key, array in tensors:
+        nbytes = array.nbytes
+        if buffer and size + nbytes > max_shard_bytes:
+            flush()
+        buffer[key] = np.ascontiguousarray(array)
+        size += nbytes
+        total += nbytes
+    flush()
+    if len(written) == 1:
+        final = directory / f"{prefix}.safetensors"
+        written[0][0].rename(final)
+        return [final.name]
+    weight_map, names = {}, []
+    for i, (path, keys) in enumerate(written):
+        name = f"{prefix}-{i + 1:05d}-of-{len(written):05d}.safetensors"
+        path.rename(directory / name)
+        names.append(name)
+        weight_map.update({k: name for k in keys})
+    index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+    (directory / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return names
+
+
+def iter_weight_files(directory: Path) -> Iterator[Path]:
+    for pattern in ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pt", "*.pth"):
+        yield from directory.glob(pattern)
