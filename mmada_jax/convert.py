@@ -222,8 +222,9 @@ def plan(source: TensorSource, maps: Sequence[ParamMap],
             if not np.issubdtype(source.dtype(key), np.floating) and source.dtype(key) != ml_dtypes.bfloat16:
                 problems.append(f"{key}: dtype {source.dtype(key)} is not a float type")
     if problems:
-        raise CheckpointError(f"{where}: checkpoint does not match its config:\n  - "
-                              + "\n  - ".join(problems))
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise CheckpointError(f"{where}: checkpoint does not match its config.json:\n  - "
+                              + "\n  - ".join(problems[:20]) + more)
 
 
 def assemble(source: TensorSource, m: ParamMap, dtype: np.dtype | None) -> np.ndarray:

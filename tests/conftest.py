@@ -1,0 +1,48 @@
+"""Shared test fixtures: where the golden reference data lives.
+
+Golden data is read from ``$MMADA_GOLDEN_DIR`` when set (same layout as ``shared/golden``), else
+from the project's copy in ``tests/golden``, else from ``../shared/golden`` beside the checkout.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The sharding tests run on 8 fake CPU devices; this must be set before jax is imported.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def golden_root_for(name: str) -> Path | None:
+    env = os.environ.get("MMADA_GOLDEN_DIR")
+    candidates = [Path(env)] if env else [ROOT / "tests" / "golden", ROOT.parent / "shared" / "golden"]
+    for root in candidates:
+        if (root / name).exists():
+            return root
+    return None
+
+
+def golden_path(name: str) -> Path:
+    """Path of a golden item (``mmada_tiny``, ``samplers/t2i_tiny.npz`` ...); fails if absent."""
+    root = golden_root_for(name)
+    if root is None:
+        where = os.environ.get("MMADA_GOLDEN_DIR") or f"{ROOT / 'tests' / 'golden'} or ../shared/golden"
+        pytest.fail(f"golden data {name!r} not found in {where}")
+    return root / name
+
+
+@pytest.fixture
+def golden():
+    """``golden(name)`` -> Path of that golden item."""
+    return golden_path
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
