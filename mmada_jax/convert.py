@@ -21,6 +21,7 @@ Converted checkpoint layout::
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import gc
 import json
@@ -76,7 +77,10 @@ class Kind:
     """How one checkpoint family converts. ``read_config(src_dir, hf_config)`` -> typed config;
     ``param_maps(config)``; ``abstract_params(config)`` -> {path: ShapeDtypeStruct};
     ``hf_config(config, base)`` -> the reference config dict; ``subfolder``: where the weights
-    and config live inside a checkpoint directory (``vqvae`` for diffusers)."""
+    and config live inside a checkpoint directory (``vqvae`` for diffusers). ``buffers(config)``
+    -> {reference key: array}: non-parameter tensors of the reference state dict that follow
+    from the config (MAGVIT-v2's LFQ codebook); optional in a source, checked against these
+    values when present, and written by the export."""
 
     name: str
     read_config: Callable[[Path, dict], Any]
@@ -86,6 +90,7 @@ class Kind:
     detect: Callable[[Path, dict], bool] = lambda src, hf: False
     subfolder: str | None = None
     weights_prefix: str = "model"
+    buffers: Callable[[Any], dict[str, np.ndarray]] = lambda config: {}
 
 
 KINDS: dict[str, Kind] = {}
@@ -193,9 +198,14 @@ def resolve_kind(src: Path, kind: str | None = None) -> tuple[Kind, Path, dict]:
 
 
 def plan(source: TensorSource, maps: Sequence[ParamMap],
-         expected: dict[tuple[str, ...], jax.ShapeDtypeStruct], where: str) -> None:
-    """Check the whole conversion against tensor headers; raise naming every problem."""
+         expected: dict[tuple[str, ...], jax.ShapeDtypeStruct], where: str,
+         buffers: dict[str, np.ndarray] | None = None) -> None:
+    """Check the whole conversion against tensor headers; raise naming every problem.
+
+    ``buffers``: derived reference tensors (see :class:`Kind`); those present in the source must
+    have the expected shape and values (they are small; this reads their data)."""
     problems = []
+    buffers = buffers or {}
     mapped = {m.path for m in maps}
     unfilled = sorted(".".join(p) for p in set(expected) - mapped)
     if unfilled:
@@ -206,7 +216,7 @@ def plan(source: TensorSource, maps: Sequence[ParamMap],
     if missing:
         problems.append(f"missing key(s) ({len(missing)}): {', '.join(missing[:20])}"
                         + (" ..." if len(missing) > 20 else ""))
-    extra = sorted(available - set(needed))
+    extra = sorted(available - set(needed) - set(buffers))
     if extra:
         problems.append(f"unexpected key(s) the model does not use ({len(extra)}): "
                         f"{', '.join(extra[:20])}" + (" ..." if len(extra) > 20 else ""))
@@ -221,6 +231,14 @@ def plan(source: TensorSource, maps: Sequence[ParamMap],
                                 f"{'.'.join(m.path)} (the config needs {list(m.shape_to_hf(per))})")
             if not np.issubdtype(source.dtype(key), np.floating) and source.dtype(key) != ml_dtypes.bfloat16:
                 problems.append(f"{key}: dtype {source.dtype(key)} is not a float type")
+    for key, want in buffers.items():
+        if key not in available:
+            continue
+        if tuple(source.shape(key)) != want.shape:
+            problems.append(f"{key}: shape {list(source.shape(key))}, the config implies {list(want.shape)}")
+        elif not np.array_equal(source.get(key).astype(np.float64), want.astype(np.float64)):
+            problems.append(f"{key}: values differ from the ones the config implies (a buffer "
+                            f"recomputed from the config, not stored)")
     if problems:
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise CheckpointError(f"{where}: checkpoint does not match its config.json:\n  - "
@@ -231,7 +249,7 @@ def assemble(source: TensorSource, m: ParamMap, dtype: np.dtype | None) -> np.nd
     """One parameter in our layout (stacking per-layer keys), cast to ``dtype``."""
     if not m.stacked:
         out = m.to_ours(source.get(m.sources[0]))
-        return out.astype(dtype) if dtype is not None else out
+        return out.astype(dtype, copy=False) if dtype is not None else out
     first = m.to_ours(source.get(m.sources[0]))
     out = np.empty((len(m.sources),) + first.shape, dtype=dtype or first.dtype)
     out[0] = first
@@ -245,6 +263,27 @@ def _source_dtype(source: TensorSource, maps: Sequence[ParamMap]) -> np.dtype:
     """The dtype of the largest source tensor (kept when no --dtype is given)."""
     key = max((k for m in maps for k in m.sources), key=lambda k: int(np.prod(source.shape(k))))
     return source.dtype(key)
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss would include a parent's pre-exec peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+def _release_memory() -> None:
+    """Give freed buffers back to the OS between parameters (glibc keeps them otherwise)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _nest(path: tuple[str, ...], value) -> dict:
@@ -282,7 +321,7 @@ def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = Non
     config = spec.read_config(cdir, hf)
     source = TensorSource(cdir)
     maps = spec.param_maps(config)
-    plan(source, maps, spec.abstract_params(config), where=str(cdir))
+    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
     target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
     dtype_name = {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(target))
     if dtype_name is None:
@@ -308,14 +347,14 @@ def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = Non
         if pending_bytes >= flush_bytes or i == len(maps) - 1:
             partial.save(params_dir, pending)
             pending, pending_bytes = {}, 0
-            gc.collect()
+            _release_memory()
             log(f"  [{i + 1}/{len(maps)}] {'.'.join(m.path)}  {done / 1e9:.2f} GB written, "
-                f"{time.time() - start:.1f}s")
+                f"{time.time() - start:.1f}s, peak RSS {peak_rss_gb():.2f} GB")
     partial.finalize(params_dir)
     source.close()
     _copy_side_files(cdir, dst / HF_DIR)
     save_config(config, dst)
-    log(f"done in {time.time() - start:.1f}s")
+    log(f"done in {time.time() - start:.1f}s, peak RSS {peak_rss_gb():.2f} GB")
     return config
 
 
@@ -374,7 +413,7 @@ def restore_params(ckpt: str | Path, target: dict, *, shardings: dict | None = N
 
 def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
                  max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, restore_bytes: int = 256 * 1024**2):
     """Write our checkpoint back as a HF directory with the reference key names and config."""
     src, dst = Path(src), Path(dst)
     config = load_config(src)
@@ -388,20 +427,39 @@ def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
     abstract = spec.abstract_params(config)
     np_dtype = NUMPY_DTYPES[dtype] if dtype else None
 
-    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+    want = np_dtype or np.dtype(getattr(config, "param_dtype", "float32"))
+
+    def groups() -> Iterator[list[ParamMap]]:
+        """Consecutive maps restored together (one Orbax read per ~restore_bytes, so models
+        with hundreds of small parameters export quickly; a big parameter is read alone)."""
+        group, size = [], 0
         for m in maps:
-            leaf = abstract[m.path]
-            want = np_dtype or np.dtype(getattr(config, "param_dtype", "float32"))
-            target = _nest(m.path, jax.ShapeDtypeStruct(leaf.shape, want))
-            array = restore_params(src, target, as_numpy=True)
-            for part in m.path:
-                array = array[part]
-            if m.stacked:
-                for i, key in enumerate(m.sources):
-                    yield key, m.to_hf(array[i])
-            else:
-                yield m.sources[0], m.to_hf(array)
-            del array
+            group.append(m)
+            size += int(np.prod(abstract[m.path].shape)) * want.itemsize
+            if size >= restore_bytes:
+                yield group
+                group, size = [], 0
+        if group:
+            yield group
+
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        for group in groups():
+            target: dict = {}
+            for m in group:
+                _merge(target, _nest(m.path, jax.ShapeDtypeStruct(abstract[m.path].shape, want)))
+            restored = restore_params(src, target, as_numpy=True)
+            for m in group:
+                array = restored
+                for part in m.path:
+                    array = array[part]
+                if m.stacked:
+                    for i, key in enumerate(m.sources):
+                        yield key, m.to_hf(array[i])
+                else:
+                    yield m.sources[0], m.to_hf(array)
+                del array
+            del restored
+        yield from spec.buffers(config).items()
 
     log(f"exporting {src} -> {out_dir}")
     names = write_safetensors_shards(out_dir, tensors(), max_shard_bytes, prefix=spec.weights_prefix)
@@ -425,7 +483,7 @@ def params_from_hf(src: str | Path, *, kind: str | None = None, dtype: str | Non
     config = spec.read_config(cdir, hf)
     source = TensorSource(cdir)
     maps = spec.param_maps(config)
-    plan(source, maps, spec.abstract_params(config), where=str(cdir))
+    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
     target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
     params = {m.path: assemble(source, m, target) for m in maps}
     source.close()

@@ -30,8 +30,9 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be converted or loaded; the message names what is wrong."""
 
 
-def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """{key: (shape, dtype)} from a safetensors header, validating it against the file size."""
+def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
+    """{key: (shape, dtype, absolute byte offset)} from a safetensors header, checked against the
+    file size."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -52,8 +53,12 @@ def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.
         dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
         if dtype is None:
             raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}")
-        out[key] = (tuple(info["shape"]), np.dtype(dtype))
-        end = max(end, info["data_offsets"][1])
+        begin, stop = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if stop - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+            raise CheckpointError(f"{path}: tensor {key!r}: {stop - begin} bytes for shape {list(shape)}")
+        out[key] = (shape, np.dtype(dtype), 8 + header_len + begin)
+        end = max(end, stop)
     if 8 + header_len + end > size:
         raise CheckpointError(f"{path}: truncated safetensors file: the header needs "
                               f"{8 + header_len + end} bytes, the file has {size}")
@@ -85,8 +90,7 @@ class TensorSource:
         if not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory not found: {self.directory}")
         self.files: dict[str, Path] = {}       # key -> file
-        self.meta: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
-        self._handles: dict[Path, object] = {}
+        self.meta: dict[str, tuple] = {}   # key -> (shape, dtype[, byte offset in a safetensors file])
         self._torch_cache: dict[Path, dict] = {}
         self.format = self._discover()
 
@@ -144,7 +148,7 @@ class TensorSource:
 
     def _bin_header(self, path: Path) -> dict:
         state = self._load_bin(path)
-        return {k: (tuple(v.shape), np.dtype(_torch_to_numpy(v[:0].reshape(-1)).dtype))
+        return {k: (tuple(v.shape), np.dtype(_torch_to_numpy(v.reshape(-1)[:0]).dtype))
                 for k, v in state.items()}
 
     def _load_bin(self, path: Path) -> dict:
@@ -171,26 +175,31 @@ class TensorSource:
     def dtype(self, key: str) -> np.dtype:
         return self.meta[key][1]
 
+
     def get(self, key: str) -> np.ndarray:
-        """One tensor as a numpy array (bf16 as ml_dtypes.bfloat16)."""
+        """One tensor as a numpy array (bf16 as ml_dtypes.bfloat16).
+
+        Safetensors data is read with plain file reads (no memory map), so only the tensor itself
+        is resident: converting an 8B checkpoint never maps whole 5 GB shards into memory.
+        """
         if key not in self.files:
             raise CheckpointError(f"{self.directory}: no tensor named {key!r}")
         path = self.files[key]
         if path.suffix == ".bin":
             return _torch_to_numpy(self._load_bin(path)[key])
-        from safetensors import safe_open
-        if path not in self._handles:
-            try:
-                self._handles[path] = safe_open(str(path), framework="np")
-            except Exception as e:  # noqa: BLE001
-                raise CheckpointError(f"{path}: cannot open safetensors file: {e}") from None
+        shape, dtype, offset = self.meta[key]
+        count = int(np.prod(shape))
         try:
-            return self._handles[path].get_tensor(key)
-        except Exception as e:  # noqa: BLE001
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                array = np.fromfile(fh, dtype=dtype, count=count)
+        except OSError as e:
             raise CheckpointError(f"{path}: cannot read tensor {key!r}: {e}") from None
+        if array.size != count:
+            raise CheckpointError(f"{path}: truncated while reading tensor {key!r}")
+        return array.reshape(shape)
 
     def close(self) -> None:
-        self._handles.clear()
         self._torch_cache.clear()
 
 

@@ -1,0 +1,1 @@
+"""Command-line sampling entry points (``python -m sample ...``); the work is in ``mmada_jax``."""
