@@ -19,20 +19,27 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return y.astype(x.dtype) * weight.astype(x.dtype)
 
 
-def rope_tables(length: int, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
-    """cos/sin tables [L, head_dim] for positions 0..L-1: angle = concat(freqs, freqs)."""
+def rope_tables(positions, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables [..., head_dim] for ``positions`` (an int L for 0..L-1, or an int array
+    [L] / [B, L]): angle = concat(freqs, freqs), freqs = position * theta^(-2j/head_dim)."""
+    if isinstance(positions, int):
+        positions = jnp.arange(positions, dtype=jnp.int32)
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    freqs = jnp.arange(length, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    freqs = jnp.asarray(positions).astype(jnp.float32)[..., None] * inv_freq
     angles = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotate x [B, L, H, hd] in fp32: x*cos + rotate_half(x)*sin, rotate_half = [-x2, x1]."""
+    """Rotate x [B, L, H, hd] in fp32: x*cos + rotate_half(x)*sin, rotate_half = [-x2, x1].
+
+    ``cos``/``sin`` are [L, hd] (shared positions) or [B, L, hd] (per-row positions).
+    """
     xf = x.astype(jnp.float32)
     half = x.shape[-1] // 2
     rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
-    out = xf * cos[None, :, None, :] + rotated * sin[None, :, None, :]
+    cos, sin = (t[None, :, None, :] if t.ndim == 2 else t[:, :, None, :] for t in (cos, sin))
+    out = xf * cos + rotated * sin
     return out.astype(x.dtype)
 
 

@@ -89,7 +89,8 @@ class LLaDAModel(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None, *,
                  mask_mode: str | None = None, positions: jax.Array | None = None,
-                 vocab_range: tuple[int, int] | None = None, return_hidden_states: bool = False):
+                 vocab_range: tuple[int, int] | None = None, return_hidden_states: bool = False,
+                 position_ids: jax.Array | None = None):
         """Logits [B, L, V] (or [B, P, V'] with ``positions`` / ``vocab_range``).
 
         Args:
@@ -100,15 +101,20 @@ class LLaDAModel(nnx.Module):
           vocab_range: optional static (start, stop): compute only these vocabulary columns.
           return_hidden_states: also return [n_layers + 1, B, L, d]: the input of every block
             and, last, the output after the final norm (the reference's ``hidden_states``).
+          position_ids: optional int [B, L] RoPE positions (default 0..L-1 for every row, as the
+            reference); with a hard mask on left padding, ``cumsum(mask) - 1`` makes a padded
+            row compute what the unpadded row computes alone.
         """
         hidden, per_layer = self.encode(input_ids, attention_mask, mask_mode=mask_mode,
-                                        return_hidden_states=return_hidden_states)
+                                        return_hidden_states=return_hidden_states,
+                                        position_ids=position_ids)
         logits = self.head(hidden, positions=positions, vocab_range=vocab_range)
         if return_hidden_states:
             return Output(logits, jnp.concatenate([per_layer, hidden[None]], axis=0))
         return logits
 
-    def encode(self, input_ids, attention_mask=None, *, mask_mode=None, return_hidden_states=False):
+    def encode(self, input_ids, attention_mask=None, *, mask_mode=None, return_hidden_states=False,
+               position_ids=None):
         """Final-norm hidden states [B, L, d] (and the per-block inputs when asked)."""
         c = self.config
         dt = _dtype(c.dtype)
@@ -116,8 +122,8 @@ class LLaDAModel(nnx.Module):
         input_ids = constrain(jnp.asarray(input_ids), ("batch", "length"))
         x = jnp.take(self.wte[...], input_ids, axis=0).astype(dt)
         x = constrain(x, ("batch", "length", "act_embed"))
-        length = input_ids.shape[1]
-        cos, sin = rope_tables(length, c.head_dim, c.rope_theta)
+        positions = input_ids.shape[1] if position_ids is None else position_ids
+        cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
         bias, mask = attention_bias(attention_mask, mask_mode or c.attention_mask_mode, dt)
         params = {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
 

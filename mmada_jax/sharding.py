@@ -135,10 +135,7 @@ def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
 def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
     """Place every parameter of ``model`` on ``mesh`` as the rules say (in place; returns it)."""
     state = nnx.state(model)
-    shardings = state_shardings(state, mesh)
-    values = jax.tree.map(lambda v: v.get_value(), state, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    shardings = jax.tree.map(lambda s: s, shardings, is_leaf=lambda x: isinstance(x, nnx.Variable))
-    placed = jax.device_put(nnx.to_pure_dict(values), nnx.to_pure_dict(shardings))
+    placed = jax.device_put(nnx.to_pure_dict(state), nnx.to_pure_dict(state_shardings(state, mesh)))
     nnx.replace_by_pure_dict(state, placed)
     nnx.update(model, state)
     return model

@@ -203,3 +203,20 @@ def test_dimoo_checkpoint_detected(tmp_path, capsys):
     outputs = load_npz(src / "outputs.npz")
     ids = load_npz(src / "inputs.npz")["random__input_ids"]
     np.testing.assert_allclose(model(ids), outputs["random__logits"], atol=1e-4, rtol=1e-4)
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.golden
+def test_pickle_bin_is_never_unpickled_unsafely(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    d = tmp_path / "evil"
+    d.mkdir()
+    shutil.copy(golden_path("mmada_tiny") / "config.json", d)
+    torch.save({"model.transformer.wte.weight": _Exploit()}, d / "pytorch_model.bin")
+    code, err = _run([d, tmp_path / "out"], capsys)
+    assert code == 2 and "weights_only" in err and "pytorch_model.bin" in err
+    assert "this must never run" not in capsys.readouterr().out

@@ -203,3 +203,18 @@ def test_forward_is_jittable_and_batch_independent():
 
 def test_transformer_kinds_registered():
     assert {"mmada", "llada", "dimoo"} <= set(KINDS)
+
+
+def test_left_padding_with_position_ids_equals_unpadded_row():
+    """Hard-masked left padding plus shifted RoPE positions reproduce the row computed alone."""
+    config = _tiny_config(attention_impl="xla")
+    model = init_model(config, seed=6)
+    rng = np.random.default_rng(4)
+    short = rng.integers(0, config.vocab_size, (1, 7))
+    pad = 4
+    padded = np.concatenate([np.full((1, pad), config.tokens.pad_id), short], axis=1)
+    mask = np.concatenate([np.zeros((1, pad), np.int32), np.ones((1, 7), np.int32)], axis=1)
+    position_ids = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    alone = np.asarray(model(short))
+    got = np.asarray(model(padded, mask, position_ids=position_ids))[:, pad:]
+    np.testing.assert_allclose(got, alone, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,14 @@
+"""Masked-diffusion samplers, each one jitted ``lax.scan`` over its denoising steps.
+
+* :func:`llada_generate` - LLaDA block semi-autoregressive text generation (text and MMU).
+* :func:`t2i_generate` - MaskGIT text-to-image.
+* :func:`parallel_generate` - MMaDA-Parallel-M joint text + image generation.
+"""
+
+from .common import Randomness, as_randomness
+from .llada import llada_generate
+from .maskgit import t2i_generate
+from .parallel import parallel_generate
+from .runner import SamplerOutput
+
+__all__ = ["Randomness", "SamplerOutput", "as_randomness", "llada_generate", "parallel_generate", "t2i_generate"]

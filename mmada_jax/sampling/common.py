@@ -1,0 +1,165 @@
+"""Building blocks shared by the masked-diffusion samplers.
+
+Schedules are computed statically in numpy with the reference's float32 arithmetic (a cosine of
+0.49999997 instead of 0.5 changes how many image tokens stay masked). Random numbers enter as
+uniforms, either drawn from a PRNG key inside the jitted loop or replayed from a recorded tape
+(``shared/golden/samplers``), and go through the same code: Gumbel noise from uniforms, categorical
+draws by inverse CDF over a float64 cumulative sum, selection of the k best positions per row by
+rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def num_transfer_tokens(n_masked, steps: int):
+    """Tokens to unmask at each of ``steps`` steps: n // steps each, the first n % steps get +1.
+
+    ``n_masked``: int array [B] -> [B, steps] (works on numpy and jax arrays).
+    """
+    xp = jnp if isinstance(n_masked, jax.Array) else np
+    n = xp.asarray(n_masked)[..., None]
+    i = xp.arange(steps)
+    return (n // steps + (i < n % steps)).astype(xp.int32)
+
+
+def cosine_mask_ratio(step: int, total: int) -> np.float32:
+    """cos(r * pi * 0.5), r = (step + 1) / total, with the reference's float32 argument.
+
+    The argument is rounded to float32 at each operation as torch does (so r = 2/3 gives
+    0.49999997, not 0.5); the cosine itself is correctly rounded, which may differ from torch's
+    float32 cosine in the last bit, but floor(N * ratio) agrees for every N <= 4096 and every
+    step count < 400 (checked against torch in tests/test_sampling_common.py).
+    """
+    r = np.float32((step + 1) / total)
+    return np.float32(math.cos(float(np.float32(np.float32(r * np.float32(math.pi)) * np.float32(0.5)))))
+
+
+def mask_ratio_schedule(total: int, schedule: str = "cosine") -> np.ndarray:
+    """Fraction of tokens left masked after each step, [total] float32."""
+    if schedule == "cosine":
+        return np.asarray([cosine_mask_ratio(s, total) for s in range(total)], np.float32)
+    r = (np.arange(total, dtype=np.float32) + 1) / np.float32(total)
+    if schedule == "linear":
+        return np.clip(1 - r, 1e-6, 1.0).astype(np.float32)
+    if schedule.startswith("pow"):
+        return (1 - r ** float(schedule[3:] or 2)).astype(np.float32)
+    raise ValueError(f"unknown mask schedule {schedule!r}; use cosine, linear or powP")
+
+
+def image_step_indices(text_steps: int, image_steps: int) -> np.ndarray:
+    """The text steps at which the parallel sampler also updates the image.
+
+    round(linspace(text_steps // 4, text_steps - 1, image_steps)) with torch's float32 linspace
+    (computed from both ends) and round-half-to-even.
+    """
+    start, end = np.float32(text_steps // 4), np.float32(text_steps - 1)
+    if image_steps == 1:
+        values = np.asarray([start], np.float32)
+    else:
+        step = np.float32((end - start) / np.float32(image_steps - 1))
+        i = np.arange(image_steps)
+        half = image_steps // 2
+        values = np.where(i < half, start + step * i.astype(np.float32),
+                          end - step * (image_steps - 1 - i).astype(np.float32)).astype(np.float32)
+    return np.unique(np.round(values).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- noise
+
+def gumbel_from_uniform(u: jax.Array) -> jax.Array:
+    """-log(-log(u)) with both logs clamped at 1e-20, as the reference's ``gumbel_noise``."""
+    tiny = jnp.asarray(1e-20, u.dtype)
+    return -jnp.log(jnp.maximum(-jnp.log(jnp.maximum(u, tiny)), tiny))
+
+
+def categorical_from_uniform(probs: jax.Array, u: jax.Array, exact: bool = True) -> jax.Array:
+    """Inverse-CDF draw per row: the first k with cumsum(p)[k] > u * sum(p), clamped to K-1.
+
+    ``probs`` [..., K], ``u`` [...]. With ``exact`` the cumulative sum is float64 (as the
+    reference's ``torch.multinomial`` replacement; needs ``jax.enable_x64``), else float32.
+    """
+    dtype = jnp.float64 if exact else jnp.float32
+    c = jnp.cumsum(probs.astype(dtype), axis=-1)
+    target = u.astype(dtype)[..., None] * c[..., -1:]
+    k = jnp.sum(c <= target, axis=-1)
+    return jnp.minimum(k, probs.shape[-1] - 1).astype(jnp.int32)
+
+
+def mask_by_random_topk(mask_len: jax.Array, probs: jax.Array, temperature: jax.Array,
+                        u_gumbel: jax.Array) -> jax.Array:
+    """True at the ``mask_len`` (per row) lowest-confidence positions: confidence =
+    log(max(p, 1e-20)) + temperature * Gumbel(u); cut = sorted(confidence)[mask_len]."""
+    confidence = jnp.log(jnp.maximum(probs, 1e-20)) + temperature * gumbel_from_uniform(u_gumbel)
+    index = jnp.broadcast_to(mask_len, confidence.shape[:-1] + (1,)).astype(jnp.int32)
+    cut = jnp.take_along_axis(jnp.sort(confidence, axis=-1), index, axis=-1)
+    return confidence < cut
+
+
+def top_k_mask(confidence: jax.Array, k: jax.Array) -> jax.Array:
+    """True at the k[b] highest entries of each row (ties: lower index first)."""
+    order = jnp.argsort(-confidence, axis=-1, stable=True)
+    ranks = jnp.argsort(order, axis=-1, stable=True)
+    return ranks < k[..., None]
+
+
+def softmax_confidence(logits: jax.Array, ids: jax.Array, exact: bool = True) -> jax.Array:
+    """softmax(logits)[ids] in float64 (``exact``, the reference's text confidence) or float32."""
+    dtype = jnp.float64 if exact else jnp.float32
+    logp = jax.nn.log_softmax(logits.astype(dtype), axis=-1)
+    return jnp.exp(jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0])
+
+
+# ----------------------------------------------------------------------------- randomness
+
+@dataclasses.dataclass(frozen=True)
+class Randomness:
+    """Where a sampler's uniforms come from: a PRNG key, or a recorded tape to replay.
+
+    Tape arrays are indexed by step (``u_text_gumbel`` [S, B, L, V], ``u_text_random`` [S, B, L])
+    or by image step (``u_multinomial`` [S_img, B*N], ``u_gumbel`` [S_img, B, N]); anything not on
+    the tape is drawn from the key.
+    """
+
+    key: jax.Array | None = None
+    tape: Mapping[str, np.ndarray] | None = None
+
+    STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel")
+
+    def uniform(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
+        if self.tape is not None and stream in self.tape:
+            recorded = jnp.asarray(self.tape[stream])
+            return jax.lax.dynamic_index_in_dim(recorded, index, keepdims=False).reshape(shape).astype(dtype)
+        if self.key is None:
+            raise ValueError(f"no PRNG key and no recorded {stream!r} to replay")
+        key = jax.random.fold_in(jax.random.fold_in(self.key, self.STREAMS.index(stream)), index)
+        return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+
+
+def as_randomness(seed_or_key=None, tape: Mapping[str, np.ndarray] | None = None) -> Randomness:
+    """A :class:`Randomness` from an int seed, a PRNG key, and/or a tape."""
+    if isinstance(seed_or_key, Randomness):
+        return seed_or_key
+    key = seed_or_key
+    if isinstance(seed_or_key, (int, np.integer)):
+        key = jax.random.key(int(seed_or_key))
+    if tape is not None:
+        tape = {k: np.asarray(v) for k, v in tape.items() if k in Randomness.STREAMS}
+    return Randomness(key=key, tape=tape)
+
+
+def exact_default() -> bool:
+    """float64 sampling arithmetic (bit-parity with the reference) except on TPU, where float64
+    is emulated and slow."""
+    return jax.default_backend() != "tpu"

@@ -1,0 +1,107 @@
+"""LLaDA text generation (``generate.py`` / ``mmu_generate``): block semi-autoregressive unmasking.
+
+The generated region (after the prompt) is split into blocks decoded left to right; within a
+block, each step predicts every masked position and writes the most confident ``k`` of them,
+``k`` spreading the block's masks over its steps (``num_transfer_tokens``). Attention is full and
+bidirectional throughout. Classifier-free guidance runs cond and uncond (prompt positions set to
+MASK) as one 2B forward: ``un + (cfg + 1) * (cond - un)``. Temperature adds Gumbel noise to the
+argmax (not to the confidence); remasking ``low_confidence`` ranks by softmax probability
+(float64 as the reference), ``random`` by uniform noise. Logits are computed only for the current
+block. MMU (image understanding) is the same sampler on an MMU prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .common import (as_randomness, exact_default, gumbel_from_uniform, num_transfer_tokens,
+                     softmax_confidence, top_k_mask)
+from .runner import SamplerOutput, run_scan
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    prompt_len: int
+    block_length: int
+    steps_per_block: int
+    temperature: float
+    cfg_scale: float
+    remasking: str
+    mask_id: int
+    exact: bool
+    trajectory: bool
+
+
+def _step(model, x, xs, consts, rnd, st: _Static):
+    s, k = xs
+    b = x.shape[0]
+    start = st.prompt_len + (s // st.steps_per_block) * st.block_length
+    pos = start + jnp.arange(st.block_length, dtype=jnp.int32)
+    x_block = jax.lax.dynamic_slice_in_dim(x, start, st.block_length, axis=1)
+    is_mask = x_block == st.mask_id
+    if st.cfg_scale > 0:
+        prompt = jnp.arange(x.shape[1]) < st.prompt_len
+        both = model(jnp.concatenate([x, jnp.where(prompt, st.mask_id, x)], axis=0), positions=pos)
+        cond, uncond = both[:b], both[b:]
+        logits = uncond + (st.cfg_scale + 1) * (cond - uncond)
+    else:
+        logits = model(x, positions=pos)
+    logits = logits.astype(jnp.float32)
+    noisy = logits
+    if st.temperature > 0:
+        u = rnd.uniform("u_text_gumbel", s, logits.shape, jnp.float64 if st.exact else jnp.float32)
+        noisy = logits.astype(u.dtype) + st.temperature * gumbel_from_uniform(u)
+    x0 = jnp.argmax(noisy, axis=-1).astype(jnp.int32)
+    if st.remasking == "low_confidence":
+        conf = softmax_confidence(logits, x0, st.exact)
+    else:
+        conf = rnd.uniform("u_text_random", s, x0.shape)
+    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
+    x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_block), start, axis=1)
+    return x, (x if st.trajectory else None)
+
+
+def llada_generate(model, prompt_ids, *, gen_length: int = 128, block_length: int | None = None,
+                   steps: int = 128, temperature: float = 0.0, cfg_scale: float = 0.0,
+                   remasking: str = "low_confidence", seed=0, tape=None, exact: bool | None = None,
+                   return_trajectory: bool = False) -> SamplerOutput:
+    """Generate ``gen_length`` tokens after ``prompt_ids`` [B, P] (equal-length rows).
+
+    ``steps`` must be a multiple of the number of blocks (``gen_length / block_length``). ``seed``
+    is an int or a PRNG key; ``tape`` replays recorded uniforms (``u_text_gumbel`` [S, B, bl, V],
+    ``u_text_random`` [S, B, bl]). Returns the full sequences [B, P + gen_length] and, with
+    ``return_trajectory``, the sequence after every step.
+    """
+    prompt_ids = np.asarray(prompt_ids, np.int32)
+    if prompt_ids.ndim != 2:
+        raise ValueError(f"prompt_ids must be [B, P], got shape {prompt_ids.shape}")
+    mask_id = model.config.tokens.mask_id
+    if (prompt_ids == mask_id).any():
+        raise ValueError(f"the prompt contains the mask token {mask_id}; only the generated part is masked")
+    block_length = block_length or gen_length
+    if gen_length % block_length:
+        raise ValueError(f"gen_length {gen_length} is not a multiple of block_length {block_length}")
+    blocks = gen_length // block_length
+    if steps % blocks:
+        raise ValueError(f"steps {steps} must be a multiple of the number of blocks {blocks}")
+    if remasking not in ("low_confidence", "random"):
+        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    exact = exact_default() if exact is None else exact
+    b, p = prompt_ids.shape
+    x = np.concatenate([prompt_ids, np.full((b, gen_length), mask_id, np.int32)], axis=1)
+    spb = steps // blocks
+    # each block's masks are spread over its steps (counted at the block's start, which no
+    # earlier step can change)
+    per_block = (x[:, p:].reshape(b, blocks, block_length) == mask_id).sum(-1)
+    k = np.concatenate([num_transfer_tokens(per_block[:, j], spb) for j in range(blocks)], axis=1)
+    static = _Static(p, block_length, spb, float(temperature), float(cfg_scale), remasking, mask_id,
+                     exact, return_trajectory)
+    xs = (np.arange(steps, dtype=np.int32), k.T.astype(np.int32))
+    final, traj = run_scan(model, _step, static, x, xs, {}, as_randomness(seed, tape), exact)
+    return SamplerOutput(ids=np.asarray(final), trajectory=None if traj is None else np.asarray(traj),
+                         text_ids=np.asarray(final)[:, p:])
+
