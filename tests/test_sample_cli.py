@@ -1,34 +1,104 @@
-"""python -m sample logits: the README's main command, end to end."""
+"""python -m sample: every subcommand end to end on the tiny checkpoint, and its bad inputs."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import ROOT, golden_path
 
+pytestmark = pytest.mark.golden
+
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "sample", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "sample", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
 
 
-@pytest.mark.golden
-def test_logits_on_the_default_checkpoint():
+def _check_outputs(directory, image=True, trajectory=True):
+    record = json.loads((directory / "record.json").read_text())
+    assert (directory / "text.txt").exists()
+    if image:
+        png = np.asarray(Image.open(directory / "image.png"))
+        assert png.dtype == np.uint8 and png.ndim == 3 and png.shape[2] == 3
+    if trajectory:
+        gif = Image.open(directory / "trajectory.gif")
+        assert gif.n_frames > 2
+    return record
+
+
+def test_parallel_end_to_end(tmp_path):
     golden_path("mmada_tiny")
+    out = _run("parallel", "--out", tmp_path, "--trajectory", "--text-steps", 16, "--image-steps", 4,
+               "--text-len", 24)
+    assert out.returncode == 0, out.stderr
+    assert "RANDOM weights" in out.stdout and "compiled the sampler" in out.stdout and "steps/s" in out.stdout
+    record = _check_outputs(tmp_path / "0000")
+    assert record["sampler"] == "parallel" and record["text_steps"] == 16 and record["image_cfg"] == 4.0
+    assert len(record["image_codes"]) == record["num_image_tokens"]
+
+
+def test_parallel_jsonl_batch(tmp_path):
+    image = ROOT / "tests/fixtures/demo_input.png"
+    lines = [{"prompt": "Make it night.", "image": str(image), "id": "night"},
+             {"prompt": "Add a red door to the house please", "image": str(image), "id": "door"},
+             {"prompt": "Snow.", "image": str(image), "id": "snow"}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    out = _run("parallel", "--prompts", tmp_path / "p.jsonl", "--batch-size", 2, "--out", tmp_path / "o",
+               "--text-steps", 8, "--image-steps", 2, "--text-len", 16, "--seed", 3)
+    assert out.returncode == 0, out.stderr
+    for name in ("night", "door", "snow"):
+        _check_outputs(tmp_path / "o" / name, trajectory=False)
+    # the same request alone (batch 1) gives the same result: keys come from (seed, sample index)
+    alone = _run("parallel", "--prompts", tmp_path / "p.jsonl", "--batch-size", 1, "--out", tmp_path / "a",
+                 "--text-steps", 8, "--image-steps", 2, "--text-len", 16, "--seed", 3)
+    assert alone.returncode == 0, alone.stderr
+    for name in ("night", "door", "snow"):
+        a = json.loads((tmp_path / "o" / name / "record.json").read_text())
+        b = json.loads((tmp_path / "a" / name / "record.json").read_text())
+        assert a["image_codes"] == b["image_codes"] and a["text"] == b["text"]
+
+
+@pytest.mark.parametrize("command,image", [("t2i", True), ("mmu", True), ("text", False)])
+def test_other_samplers_end_to_end(tmp_path, command, image):
+    extra = ("--steps", 4) if command == "t2i" else ("--gen-length", 16, "--steps", 8, "--block-length", 8)
+    out = _run(command, "--out", tmp_path, "--trajectory", *extra)
+    assert out.returncode == 0, out.stderr
+    record = _check_outputs(tmp_path / "0000", image=image)
+    assert record["sampler"] == command
+
+
+def test_bad_inputs(tmp_path):
+    out = _run("parallel", "--image", tmp_path / "missing.png", "--out", tmp_path)
+    assert out.returncode == 2 and "missing.png" in out.stderr
+    long = "word " * 100
+    out = _run("parallel", "--prompt", long, "--out", tmp_path, "--max-prompt-tokens", 50)
+    assert out.returncode == 2 and "more than the budget of 50" in out.stderr and "--truncate" in out.stderr
+    out = _run("parallel", "--prompt", long, "--out", tmp_path, "--max-prompt-tokens", 50, "--truncate",
+               "--text-steps", 4, "--image-steps", 1, "--text-len", 8)
+    assert out.returncode == 0 and "truncated to 50" in out.stdout
+    out = _run("parallel", "--checkpoint", golden_path("mmada_tiny_fullvocab"), "--vq", golden_path("magvitv2_tiny"),
+               "--tokenizer", ROOT / "tests/fixtures/tiny_tokenizer", "--image", ROOT / "tests/fixtures/demo_input.png",
+               "--prompt", "x", "--out", tmp_path)
+    assert out.returncode == 2 and "do not fit together" in out.stderr
+    out = _run("text", "--checkpoint", golden_path("mmada_tiny_fullvocab"),
+               "--tokenizer", ROOT / "tests/fixtures/tiny_tokenizer", "--prompt", "x", "--out", tmp_path)
+    assert out.returncode == 2 and "tokenizer" in out.stderr and "do not" in out.stderr
+    (tmp_path / "bad.jsonl").write_text('{"image": "x.png"}\n')
+    out = _run("parallel", "--prompts", tmp_path / "bad.jsonl", "--out", tmp_path)
+    assert out.returncode == 2 and "bad.jsonl:1" in out.stderr
+
+
+def test_logits_command():
     out = _run("logits")
     assert out.returncode == 0, out.stderr
-    assert "random weights" in out.stdout and "masked positions" in out.stdout
     assert out.stdout.count("top-5:") == 8
-
-
-@pytest.mark.golden
-def test_logits_bad_input():
-    out = _run("logits", "--checkpoint", str(golden_path("mmada_tiny")), "--ids", "1 2 3")
+    out = _run("logits", "--ids", "1 2 3")
     assert out.returncode == 2 and "no mask token" in out.stderr
-    out = _run("logits", "--ids", "1 99999 384")
-    assert out.returncode == 2 and "--ids must lie in" in out.stderr
     out = _run("logits", "--checkpoint", "/nonexistent/ckpt")
     assert out.returncode == 2 and "/nonexistent/ckpt" in out.stderr

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import (as_randomness, exact_default, gumbel_from_uniform, num_transfer_tokens,
-                     softmax_confidence, top_k_mask)
+from .common import (as_randomness, exact_default, first_argmax, gumbel_from_uniform,
+                     num_transfer_tokens, softmax_confidence, top_k_mask)
 from .runner import SamplerOutput, run_scan
 
 
@@ -55,7 +55,7 @@ def _step(model, x, xs, consts, rnd, st: _Static):
     if st.temperature > 0:
         u = rnd.uniform("u_text_gumbel", s, logits.shape, jnp.float64 if st.exact else jnp.float32)
         noisy = logits.astype(u.dtype) + st.temperature * gumbel_from_uniform(u)
-    x0 = jnp.argmax(noisy, axis=-1).astype(jnp.int32)
+    x0 = first_argmax(noisy)
     if st.remasking == "low_confidence":
         conf = softmax_confidence(logits, x0, st.exact)
     else:
@@ -101,7 +101,7 @@ def llada_generate(model, prompt_ids, *, gen_length: int = 128, block_length: in
     static = _Static(p, block_length, spb, float(temperature), float(cfg_scale), remasking, mask_id,
                      exact, return_trajectory)
     xs = (np.arange(steps, dtype=np.int32), k.T.astype(np.int32))
-    final, traj = run_scan(model, _step, static, x, xs, {}, as_randomness(seed, tape), exact)
+    final, traj = run_scan(model, _step, static, x, xs, {}, as_randomness(seed, x.shape[0], tape), exact)
     return SamplerOutput(ids=np.asarray(final), trajectory=None if traj is None else np.asarray(traj),
                          text_ids=np.asarray(final)[:, p:])
 

@@ -126,6 +126,6 @@ def t2i_generate(model, input_ids, uncond_input_ids=None, *, num_image_tokens: i
     static = _T2IStatic(prefix, num_image_tokens, float(guidance_scale), t.image_offset, t.codebook_size,
                         t.mask_id, exact, return_trajectory)
     xs = (np.arange(timesteps, dtype=np.int32), caps, temps)
-    final, (sampled, traj) = run_scan(model, _t2i_step, static, x, xs, consts, as_randomness(seed, tape), exact)
+    final, (sampled, traj) = run_scan(model, _t2i_step, static, x, xs, consts, as_randomness(seed, x.shape[0], tape), exact)
     return SamplerOutput(ids=np.asarray(final), image_codes=np.asarray(sampled[-1]),
                          trajectory=None if traj is None else np.asarray(traj))

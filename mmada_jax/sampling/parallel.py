@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import (as_randomness, exact_default, gumbel_from_uniform, image_step_indices, mask_ratio_schedule,
-                     num_transfer_tokens, softmax_confidence, top_k_mask)
+from .common import (as_randomness, exact_default, first_argmax, gumbel_from_uniform, image_step_indices,
+                     mask_ratio_schedule, num_transfer_tokens, softmax_confidence, top_k_mask)
 from .maskgit import image_update
 from .runner import SamplerOutput, run_scan
 from ..prompting import interleave_output_init, pad_rows
@@ -83,7 +83,7 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
     if st.text_temperature > 0:
         u = rnd.uniform("u_text_gumbel", i, text_logits.shape, jnp.float64 if st.exact else jnp.float32)
         noisy = text_logits.astype(u.dtype) + st.text_temperature * gumbel_from_uniform(u)
-    x0 = jnp.argmax(noisy, axis=-1).astype(jnp.int32)
+    x0 = first_argmax(noisy)
     if st.remasking == "low_confidence":
         conf = softmax_confidence(text_logits, x0, st.exact)
     else:
@@ -110,12 +110,7 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
     return (x, last_sampled, j), (x if st.trajectory else None)
 
 
-def parallel_generate(model, input_ids, uncond_input_ids, *, num_image_tokens: int, text_len: int,
-                      text_steps: int = 128, image_steps: int = 30, text_cfg: float = 0.0,
-                      image_cfg: float = 3.5, text_guidance: str = "reference",
-                      text_temperature: float = 0.0, image_temperature: float = 1.0,
-                      remasking: str = "low_confidence", schedule: str = "cosine", seed=0, tape=None,
-                      exact: bool | None = None, return_trajectory: bool = False) -> SamplerOutput:
+def parallel_generate(model, input_ids, uncond_input_ids, **settings) -> SamplerOutput:
     """Jointly generate reasoning text and an output image (MMaDA-Parallel-M).
 
     Args:
@@ -124,12 +119,35 @@ def parallel_generate(model, input_ids, uncond_input_ids, *, num_image_tokens: i
         [B, Lc] array of rows (rows of different lengths are left-padded and masked).
       num_image_tokens: N (1024 at 512 px); text_len: L, the output text budget (the
         reference's ``max_seq_length``).
+      text_steps, image_steps: text steps (one forward each) and how many of them also update
+        the image.
       text_cfg, image_cfg, text_guidance: see the module docstring.
-      seed: int or PRNG key; tape: recorded uniforms to replay (``u_multinomial`` [S_img, B*N],
-        ``u_gumbel`` [S_img, B, N], ``u_text_gumbel``, ``u_text_random``).
+      text_temperature, image_temperature, remasking, schedule: as the reference.
+      seed: int, PRNG key, or one key per row; tape: recorded uniforms to replay
+        (``u_multinomial`` [S_img, B*N], ``u_gumbel`` [S_img, B, N], ``u_text_gumbel``,
+        ``u_text_random``); exact: float64 sampling arithmetic (default: not on TPU).
     Returns ``image_codes`` [B, N] (the last image step's draw, every position filled),
-    ``text_ids`` [B, L] (BOS included) and the final sequences (``ids``).
+    ``text_ids`` [B, L] (BOS included), the final sequences (``ids``) and, with
+    ``return_trajectory``, the sequence after every step [S, B, total].
     """
+    args = prepare(model, input_ids, uncond_input_ids, **settings)
+    static, init = args[0], args[1]
+    (final, sampled, _), traj = run_scan(model, _step, *args)
+    final = np.asarray(final)
+    total = init[0].shape[1]
+    return SamplerOutput(ids=final, image_codes=np.asarray(sampled),
+                         text_ids=final[:, total - static.text_len:],
+                         trajectory=None if traj is None else np.asarray(traj))
+
+
+def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, text_len: int,
+                      text_steps: int = 128, image_steps: int = 30, text_cfg: float = 0.0,
+                      image_cfg: float = 3.5, text_guidance: str = "reference",
+                      text_temperature: float = 0.0, image_temperature: float = 1.0,
+                      remasking: str = "low_confidence", schedule: str = "cosine", seed=0, tape=None,
+                      exact: bool | None = None, return_trajectory: bool = False):
+    """The arguments of :func:`~mmada_jax.sampling.runner.run_scan` for one parallel run:
+    (static settings, initial carry, per-step inputs, constants, randomness, exact)."""
     cond_rows = [np.asarray(r, np.int32) for r in (input_ids if _is_batch(input_ids) else [input_ids])]
     uncond_rows = [np.asarray(r, np.int32) for r in (uncond_input_ids if _is_batch(uncond_input_ids) else [uncond_input_ids])]
     if len(cond_rows) != len(uncond_rows):
@@ -170,10 +188,7 @@ def parallel_generate(model, input_ids, uncond_input_ids, *, num_image_tokens: i
                      exact, return_trajectory)
     xs = (np.arange(text_steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps)
     init = (x, np.zeros((b, num_image_tokens), np.int32), np.int32(0))
-    (final, sampled, _), traj = run_scan(model, _step, static, init, xs, consts, as_randomness(seed, tape), exact)
-    final = np.asarray(final)
-    return SamplerOutput(ids=final, image_codes=np.asarray(sampled), text_ids=final[:, total - text_len:],
-                         trajectory=None if traj is None else np.asarray(traj))
+    return static, init, xs, consts, as_randomness(seed, b, tape), exact
 
 
 def _is_batch(rows) -> bool:

@@ -11,7 +11,10 @@ categorical draws) are float64 here too; every other array is explicitly 32-bit.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -33,27 +36,52 @@ class SamplerOutput:
 
 
 def _program(graphdef, step_fn: Callable, static) -> Callable:
-    def run(state, init_carry, steps_xs, consts, key, tape):
+    def run(state, init_carry, steps_xs, consts, keys, tape):
         model = nnx.merge(graphdef, state)
-        rnd = Randomness(key=key, tape=tape)
+        rnd = Randomness(keys=keys, tape=tape)
         return jax.lax.scan(lambda c, x: step_fn(model, c, x, consts, rnd, static), init_carry, steps_xs)
     return run
 
 
-_JITTED: dict[Any, Callable] = {}
+_COMPILED: dict[Any, Any] = {}
+_ON_COMPILE: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar("on_compile", default=None)
+
+
+@contextlib.contextmanager
+def report_compiles(callback: Callable[[float], None]):
+    """Within the block, ``callback(seconds)`` is called whenever a sampler program is compiled."""
+    token = _ON_COMPILE.set(callback)
+    try:
+        yield
+    finally:
+        _ON_COMPILE.reset(token)
+
+
+def _signature(tree):
+    def one(a):
+        if isinstance(a, jax.Array):
+            return (a.shape, str(a.dtype), a.sharding)
+        a = np.asarray(a)
+        return (a.shape, a.dtype.str)
+    return jax.tree.structure(tree), tuple(one(a) for a in jax.tree.leaves(tree))
 
 
 def run_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, randomness: Randomness,
              exact: bool):
-    """(final carry, stacked per-step outputs), as numpy arrays."""
+    """(final carry, stacked per-step outputs), as numpy arrays. Programs are compiled ahead of
+    time once per (step function, settings, input shapes) and reused."""
     graphdef, state = nnx.split(model)
-    cache_key = (graphdef, step_fn, static, exact)
-    if cache_key not in _JITTED:
-        _JITTED[cache_key] = jax.jit(_program(graphdef, step_fn, static))
     tape = dict(randomness.tape) if randomness.tape is not None else None
+    args = (state, init_carry, steps_xs, consts, randomness.keys, tape)
     with jax.enable_x64(exact):
-        out = _JITTED[cache_key](state, init_carry, steps_xs, consts, randomness.key, tape)
-        return jax.device_get(out)
+        key = (graphdef, step_fn, static, exact, _signature(args))
+        if key not in _COMPILED:
+            start = time.perf_counter()
+            _COMPILED[key] = jax.jit(_program(graphdef, step_fn, static)).lower(*args).compile()
+            callback = _ON_COMPILE.get()
+            if callback is not None:
+                callback(time.perf_counter() - start)
+        return jax.device_get(_COMPILED[key](*args))
 
 
 def lower_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, randomness: Randomness,
@@ -63,4 +91,4 @@ def lower_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, r
     tape = dict(randomness.tape) if randomness.tape is not None else None
     with jax.enable_x64(exact):
         return jax.jit(_program(graphdef, step_fn, static)).lower(
-            state, init_carry, steps_xs, consts, randomness.key, tape)
+            state, init_carry, steps_xs, consts, randomness.keys, tape)

@@ -1,0 +1,117 @@
+"""Text tokenizer: transformers' ``AutoTokenizer`` from a local directory, checked against the model.
+
+MMaDA places image token ``c`` at ``len(tokenizer) + c``, so a tokenizer whose length is not the
+checkpoint's image offset would silently shift every image code: :func:`load_tokenizer` refuses
+it. :func:`build_char_tokenizer` writes a small offline character-level tokenizer whose special
+ids sit where a (possibly shifted) MMaDA id layout puts them; the tests and the README's demo use
+it with the tiny checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from .config import ModelConfig, TokenIds
+from .hf_io import CheckpointError
+
+# token strings of the special ids (LLaDA tokenizer names; reserved MMaDA task tokens)
+SPECIAL_STRINGS = {
+    "bos": "<|startoftext|>", "eos": "<|endoftext|>", "soi": "<|soi|>", "eoi": "<|eoi|>", "sov": "<|sov|>",
+    "eov": "<|eov|>", "t2i": "<|t2i|>", "mmu": "<|mmu|>", "t2v": "<|t2v|>", "v2v": "<|v2v|>", "lvg": "<|lvg|>",
+    "ipad": "[iPAD]", "r2i": "<|r2i|>", "interleave": "<|interleave|>", "t2it": "<|t2it|>",
+    "start_header": "<|start_header_id|>", "end_header": "<|end_header_id|>", "eot_id": "<|eot_id|>",
+    "mask": "<|mdm_mask|>",
+}
+THINKING_PREFIX = ("You should first think about the reasoning process in the mind and then provide the user "
+                   "with the answer. The reasoning process is enclosed within <think> </think> tags, i.e. "
+                   "<think> reasoning process here </think> answer here\n")
+
+
+class TextTokenizer:
+    """Encode/decode text for a MMaDA checkpoint (ids only; prompt layouts add BOS/EOS)."""
+
+    def __init__(self, hf_tokenizer, tokens: TokenIds, source: str = "tokenizer"):
+        self.hf = hf_tokenizer
+        self.tokens = tokens
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.hf)
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.hf(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        ids = [int(i) for i in ids if 0 <= int(i) < len(self.hf) and int(i) != self.tokens.mask_id]
+        return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def chat(self, question: str, thinking: bool = False) -> list[int]:
+        """The MMaDA app/generate chat template with the generation prompt:
+        ``BOS <|start_header_id|>user<|end_header_id|>\\n{q}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n``."""
+        s = SPECIAL_STRINGS
+        content = (THINKING_PREFIX if thinking else "") + question.strip()
+        text = (f"{s['start_header']}user{s['end_header']}\n{content}{s['eot_id']}"
+                f"{s['start_header']}assistant{s['end_header']}\n")
+        return [self.tokens.bos_id] + self.encode(text)
+
+
+def load_tokenizer(path: str | Path, config: ModelConfig) -> TextTokenizer:
+    """A tokenizer from a local directory (a checkpoint's ``hf/`` folder or a HF checkpoint)."""
+    path = Path(path)
+    if (path / "hf").is_dir() and not (path / "tokenizer.json").exists():
+        path = path / "hf"
+    if not path.is_dir() or not any(path.glob("tokenizer*")):
+        raise CheckpointError(f"no tokenizer files (tokenizer.json / tokenizer_config.json) in {path}")
+    from transformers import AutoTokenizer
+    try:
+        hf = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception as e:  # noqa: BLE001 - transformers raises many kinds
+        raise CheckpointError(f"{path}: cannot load the tokenizer: {e}") from None
+    tokens = config.tokens
+    if config.kind == "mmada" and len(hf) != tokens.image_offset:
+        raise CheckpointError(
+            f"tokenizer {path} has {len(hf)} tokens but the checkpoint puts image code 0 at id "
+            f"{tokens.image_offset} (= len(tokenizer) in MMaDA): the tokenizer and the checkpoint do not "
+            f"fit together")
+    for name in ("bos", "eos"):
+        want = getattr(tokens, f"{name}_id")
+        got = getattr(hf, f"{name}_token_id", None)
+        if got is not None and got != want:
+            raise CheckpointError(f"tokenizer {path}: {name} id {got} but the checkpoint expects {want}")
+    return TextTokenizer(hf, tokens, str(path))
+
+
+def build_char_tokenizer(tokens: TokenIds, out_dir: str | Path, size: int | None = None) -> Path:
+    """Write a character-level tokenizer of ``size`` (default: ``tokens.image_offset``) entries
+    with every special id of ``tokens`` at its place; printable ASCII fills the free low ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    size = size or tokens.image_offset
+    special = {name: tokens.mask_id if name == "mask" else tokens.special[name]
+               for name in SPECIAL_STRINGS if name == "mask" or name in tokens.special}
+    vocab: dict[str, int] = {SPECIAL_STRINGS[name]: i for name, i in special.items() if i < size}
+    taken = set(vocab.values())
+    free = (i for i in range(size) if i not in taken)
+    for ch in [chr(c) for c in range(32, 127)] + ["\n", "\t"]:
+        vocab[ch] = next(free)
+    for i in free:
+        vocab[f"<|reserved_{i}|>"] = i
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    extra = [SPECIAL_STRINGS[n] for n in special if n not in ("bos", "eos", "mask")]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_STRINGS["bos"],
+                                   eos_token=SPECIAL_STRINGS["eos"], pad_token=SPECIAL_STRINGS["eos"],
+                                   mask_token=SPECIAL_STRINGS["mask"], unk_token="?",
+                                   additional_special_tokens=extra)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(str(out_dir))
+    (out_dir / "README.md").write_text(
+        "Character-level test tokenizer built offline by mmada_jax.tokenizer.build_char_tokenizer; "
+        f"{size} entries, special ids as in the checkpoint's token layout.\n")
+    json.loads((out_dir / "tokenizer.json").read_text())
+    return out_dir
