@@ -139,6 +139,26 @@ def softmax_confidence(logits: jax.Array, ids: jax.Array, exact: bool = True) ->
     return jnp.exp(picked - top[..., 0]).astype(total.dtype) / total
 
 
+def unmask_by_confidence(logits: jax.Array, current: jax.Array, k: jax.Array, *, mask_id: int,
+                         temperature: float, remasking: str, rnd: "Randomness", index, exact: bool) -> jax.Array:
+    """One LLaDA text step on a region: predict every position (argmax, with Gumbel noise when
+    ``temperature > 0``), then write the prediction at the ``k`` [B] masked positions ranked
+    highest by ``remasking`` (``low_confidence``: softmax probability of the un-noised logits;
+    ``random``: uniform noise). ``logits`` [B, T, V], ``current`` [B, T]."""
+    is_mask = current == mask_id
+    noisy = logits
+    if temperature > 0:
+        u = rnd.uniform("u_text_gumbel", index, logits.shape, jnp.float64 if exact else jnp.float32)
+        noisy = logits.astype(u.dtype) + temperature * gumbel_from_uniform(u)
+    x0 = first_argmax(noisy)
+    if remasking == "low_confidence":
+        conf = softmax_confidence(logits, x0, exact)
+    else:
+        conf = rnd.uniform("u_text_random", index, x0.shape)
+    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
+    return jnp.where(transfer, x0, current)
+
+
 # ----------------------------------------------------------------------------- randomness
 
 @dataclasses.dataclass(frozen=True)

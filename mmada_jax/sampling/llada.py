@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import (as_randomness, exact_default, first_argmax, gumbel_from_uniform,
-                     num_transfer_tokens, softmax_confidence, top_k_mask)
+from .common import as_randomness, exact_default, num_transfer_tokens, unmask_by_confidence
 from .runner import SamplerOutput, run_scan
 
 
@@ -42,7 +41,6 @@ def _step(model, x, xs, consts, rnd, st: _Static):
     start = st.prompt_len + (s // st.steps_per_block) * st.block_length
     pos = start + jnp.arange(st.block_length, dtype=jnp.int32)
     x_block = jax.lax.dynamic_slice_in_dim(x, start, st.block_length, axis=1)
-    is_mask = x_block == st.mask_id
     if st.cfg_scale > 0:
         prompt = jnp.arange(x.shape[1]) < st.prompt_len
         both = model(jnp.concatenate([x, jnp.where(prompt, st.mask_id, x)], axis=0), positions=pos)
@@ -50,18 +48,10 @@ def _step(model, x, xs, consts, rnd, st: _Static):
         logits = uncond + (st.cfg_scale + 1) * (cond - uncond)
     else:
         logits = model(x, positions=pos)
-    logits = logits.astype(jnp.float32)
-    noisy = logits
-    if st.temperature > 0:
-        u = rnd.uniform("u_text_gumbel", s, logits.shape, jnp.float64 if st.exact else jnp.float32)
-        noisy = logits.astype(u.dtype) + st.temperature * gumbel_from_uniform(u)
-    x0 = first_argmax(noisy)
-    if st.remasking == "low_confidence":
-        conf = softmax_confidence(logits, x0, st.exact)
-    else:
-        conf = rnd.uniform("u_text_random", s, x0.shape)
-    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
-    x = jax.lax.dynamic_update_slice_in_dim(x, jnp.where(transfer, x0, x_block), start, axis=1)
+    x_block = unmask_by_confidence(logits.astype(jnp.float32), x_block, k, mask_id=st.mask_id,
+                                   temperature=st.temperature, remasking=st.remasking, rnd=rnd, index=s,
+                                   exact=st.exact)
+    x = jax.lax.dynamic_update_slice_in_dim(x, x_block, start, axis=1)
     return x, (x if st.trajectory else None)
 
 

@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import (as_randomness, exact_default, first_argmax, gumbel_from_uniform, image_step_indices,
-                     mask_ratio_schedule, num_transfer_tokens, softmax_confidence, top_k_mask)
+from .common import (as_randomness, exact_default, image_step_indices, mask_ratio_schedule, num_transfer_tokens,
+                     unmask_by_confidence)
 from .maskgit import image_update
 from .runner import SamplerOutput, run_scan
 from ..prompting import interleave_output_init, pad_rows
@@ -77,19 +77,10 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
             text_logits = cond + st.text_cfg * (uncond - cond)
         else:
             text_logits = cond + st.text_cfg * (cond - uncond)
-    region = x[:, length - m:]
-    is_mask = region == st.mask_id
-    noisy = text_logits
-    if st.text_temperature > 0:
-        u = rnd.uniform("u_text_gumbel", i, text_logits.shape, jnp.float64 if st.exact else jnp.float32)
-        noisy = text_logits.astype(u.dtype) + st.text_temperature * gumbel_from_uniform(u)
-    x0 = first_argmax(noisy)
-    if st.remasking == "low_confidence":
-        conf = softmax_confidence(text_logits, x0, st.exact)
-    else:
-        conf = rnd.uniform("u_text_random", i, x0.shape)
-    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), jnp.full((b,), k)) & is_mask
-    x = x.at[:, length - m:].set(jnp.where(transfer, x0, region))
+    region = unmask_by_confidence(text_logits, x[:, length - m:], jnp.full((b,), k), mask_id=st.mask_id,
+                                  temperature=st.text_temperature, remasking=st.remasking, rnd=rnd, index=i,
+                                  exact=st.exact)
+    x = x.at[:, length - m:].set(region)
 
     # image: a MaskGIT update on the image steps, from the same forward pass
     def update_image(operands):
