@@ -3,8 +3,9 @@
     python convert_torch_weights.py SRC_DIR DST_DIR [--dtype float32|bfloat16] [--kind KIND]
     python convert_torch_weights.py OUR_CKPT HF_DIR --to-hf [--dtype ...]
 
-Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (MMaDA-Parallel-A); detected
-from the source config.json unless --kind is given. Exits non-zero with a message naming the
+Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (the MMaDA-Parallel-A
+transformer), magvitv2 (MAGVIT-v2 image tokenizer), amused (the aMUSEd VQ of -A, in a vqvae/
+subfolder); detected from the source config.json unless --kind is given. Exits non-zero with a message naming the
 problem (missing shard, unexpected or missing keys, wrong shapes, truncated files).
 """
 

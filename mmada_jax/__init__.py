@@ -11,3 +11,7 @@ __all__ = [
     "abstract_model", "init_model", "load_config", "load_model", "make_mesh", "save_model",
     "shard_model",
 ]
+
+# image tokenizers (MAGVIT-v2, aMUSEd VQ); importing them registers their conversion kinds
+from .vq import VQTokenizer, init_vq, load_vq  # noqa: E402
+__all__ += ["VQTokenizer", "init_vq", "load_vq"]

@@ -209,11 +209,11 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> "ModelConfig":
         data = dict(data)
         tokens = data.pop("tokens", None)
-        _check_keys(data, {f.name for f in dataclasses.fields(cls)} - {"tokens"}, source)
+        check_keys(data, {f.name for f in dataclasses.fields(cls)} - {"tokens"}, source)
         if tokens is not None:
             if not isinstance(tokens, dict):
                 raise ConfigError(f"{source}: 'tokens' must be a mapping, got {tokens!r}")
-            _check_keys(tokens, {f.name for f in dataclasses.fields(TokenIds)}, f"{source}: tokens")
+            check_keys(tokens, {f.name for f in dataclasses.fields(TokenIds)}, f"{source}: tokens")
             data["tokens"] = TokenIds(**tokens)
         try:
             return cls(**data)
@@ -351,7 +351,8 @@ def dimoo_tokens(hf: dict[str, Any], shift: int) -> TokenIds:
                     llm_vocab_size=offset, special={k: v - shift for k, v in real.items()})
 
 
-def _check_keys(data: dict, known: set[str], source: str) -> None:
+def check_keys(data: dict, known: set[str], source: str) -> None:
+    """Raise a ConfigError naming the first unknown key of ``data`` and the closest known one."""
     for key in data:
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)

@@ -208,3 +208,35 @@ def test_save_images_round_trip(tmp_path, tokenizers):
     blocker.write_text("x")
     with pytest.raises(ImageError, match=rf"{blocker / 'y.png'}: cannot write"):
         image_io.save_png(np.zeros((4, 4, 3), np.uint8), blocker / "y.png")
+
+
+# ------------------------------------------------------------------------------- -A input crop
+
+def test_amused_crop_sizes_and_choice(tmp_path, tokenizers):
+    sizes = image_io.crop_sizes(256)          # spec mmada_a.md §2.2: 49 sizes, 1024x256 .. 256x1024
+    assert len(sizes) == 49 and sizes[0] == (1024, 256) and sizes[-1] == (256, 1024)
+    assert (512, 512) in sizes and all(w % 32 == 0 and h % 32 == 0 and w * h <= 512 * 512 for w, h in sizes)
+    tok = tokenizers[1]
+    wide = write(tmp_path, "wide.png", rgb_image(384, 640))
+    x = tok.load_image(wide, size=512)        # 640x384 keeps its aspect: a 40x24 token grid
+    assert x.shape == (384, 640, 3) and tok.grid(*x.shape[:2]) == (24, 40)
+    np.testing.assert_array_equal(x, rgb_image(384, 640).astype(np.float32) / 255)   # no resampling
+    square = write(tmp_path, "sq.png", rgb_image(1000, 1000))
+    assert tok.load_image(write(tmp_path, "tall.png", rgb_image(1100, 1000)), size=512).shape == (544, 480, 3)
+    assert tok.load_image(square, size=512).shape == (512, 512, 3)
+
+
+def test_amused_crop_random_offset_is_reproducible(tmp_path):
+    import random
+    img = Image.fromarray(rgb_image(600, 1400))
+    a = image_io.amused_crop(img, 512, random.Random(3))
+    b = image_io.amused_crop(img, 512, random.Random(3))
+    c = image_io.amused_crop(img, 512)                       # centred
+    assert a.size == b.size == c.size
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the crop comes from the image bicubic-resized to cover the crop size
+    scale = max(a.size[0] / 1400, a.size[1] / 600)
+    covered = img.resize((round(1400 * scale), round(600 * scale)), Image.Resampling.BICUBIC)
+    left = (covered.size[0] - c.size[0]) // 2
+    top = (covered.size[1] - c.size[1]) // 2
+    np.testing.assert_array_equal(np.asarray(c), np.asarray(covered)[top:top + c.size[1], left:left + c.size[0]])
