@@ -1,0 +1,149 @@
+"""The SFT training loop: mesh, model, data, state, resume, steps, metrics, checkpoints.
+
+Progress lines (process 0 only) give the step, the loss and its text/image parts, the learning
+rate, the gradient norm, tokens/s, MFU (when the device's peak is known) and an ETA; the same
+metrics go to ``out_dir/metrics.jsonl``. Checkpoints land in ``out_dir/checkpoints`` every
+``save_every`` steps and at the end; a run restarted with the same ``out_dir`` resumes from the
+latest one, bit-exactly (same parameters, same data order, same random masks).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..loading import load_model
+from ..model import init_model
+from ..config import ModelConfig
+from ..sharding import make_mesh, parse_mesh
+from .checkpoint import RunCheckpoints, abstract_like
+from .config import TrainConfig
+from .step import batch_shardings, jit_train_step, make_train_step, peak_tflops, setup_state, train_flops
+
+
+def maybe_initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` when launched multi-host (coordinator variables set)."""
+    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_JOB_ID",
+               "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
+    if any(os.environ.get(m) for m in markers) and jax.process_count() == 1:
+        try:
+            jax.distributed.initialize()
+        except (RuntimeError, ValueError) as e:  # a single-host run that merely has SLURM set
+            print(f"jax.distributed.initialize() skipped: {e}")
+
+
+def build_model(config: TrainConfig, mesh):
+    overrides = dict(param_dtype=config.param_dtype, dtype=config.dtype, remat_policy=config.remat_policy,
+                     attention_mask_mode="additive")
+    if config.model_config:
+        model_config = dataclasses.replace(ModelConfig.from_yaml(config.model_config), **overrides)
+        model = init_model(model_config, seed=config.seed)
+        if mesh is not None:
+            from ..sharding import shard_model
+            shard_model(model, mesh)
+        return model, model_config
+    return load_model(config.checkpoint, mesh=mesh, **overrides)
+
+
+def _stack_micro(batch: dict, accum: int) -> dict:
+    """[B, ...] -> [accum, B / accum, ...]."""
+    return {k: np.asarray(v).reshape((accum, -1) + np.asarray(v).shape[1:]) for k, v in batch.items()}
+
+
+class _Meter:
+    def __init__(self, config: TrainConfig, flops_per_seq: float, tokens_per_seq: int, start_step: int, log):
+        self.config, self.flops, self.tokens, self.log = config, flops_per_seq, tokens_per_seq, log
+        self.start_step, self.t0 = start_step, time.perf_counter()
+        self.window_t, self.window_steps = time.perf_counter(), 0
+        peak = config.peak_tflops_per_device or peak_tflops(jax.devices()[0])
+        self.peak = peak * 1e12 * jax.device_count()
+
+    def step(self, step: int, metrics: dict) -> dict:
+        self.window_steps += 1
+        if step % self.config.log_every and step != self.config.steps:
+            return {}
+        now = time.perf_counter()
+        seconds = (now - self.window_t) / self.window_steps
+        self.window_t, self.window_steps = now, 0
+        seqs = self.config.batch_size
+        row = {k: float(v) for k, v in metrics.items()}
+        row.update(step=step, seconds_per_step=seconds, tokens_per_s=seqs * self.tokens / seconds,
+                   mfu=(seqs * self.flops / seconds / self.peak) if self.peak else None)
+        done = step - self.start_step
+        eta = (now - self.t0) / max(done, 1) * (self.config.steps - step)
+        mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
+        self.log(f"step {step}/{self.config.steps}  loss {row['loss']:.4f} (text {row['text_loss']:.4f}, "
+                 f"image {row['image_loss']:.4f})  lr {row['lr']:.2e}  |g| {row['grad_norm']:.3f}  "
+                 f"{row['tokens_per_s']:.0f} tok/s  MFU {mfu}  ETA {eta:.0f}s"
+                 + ("  [update skipped: non-finite]" if row["skipped"] else ""))
+        return row
+
+
+def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_data=None) -> list[dict]:
+    """Train; returns the logged metric rows. ``open_data(config, tokens, num_image_tokens)`` ->
+    (grain iterator, num_image_tokens) defaults to :func:`mmada_jax.training.data.open_data`."""
+    maybe_initialize_distributed()
+    is_main = jax.process_index() == 0
+    say = log if is_main else (lambda *_: None)
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mesh = make_mesh(parse_mesh(config.mesh) if config.mesh else None)
+    say(f"devices {jax.device_count()} ({jax.devices()[0].device_kind}), processes {jax.process_count()}, "
+        f"mesh {dict(mesh.shape)}")
+
+    model, model_config = build_model(config, mesh)
+    say(f"model: {model_config.num_params() / 1e6:.1f}M parameters, params {config.param_dtype}, "
+        f"compute {config.dtype}, remat {config.remat_policy}")
+    if open_data is None:
+        from .data import open_data
+    iterator, num_image_tokens = open_data(config, model_config.tokens, out_dir, say)
+
+    graphdef, state, s_shardings = setup_state(model, config, mesh)
+    checkpoints = RunCheckpoints(out_dir / "checkpoints", keep=config.keep, save_every=config.save_every)
+    start = checkpoints.latest_step()
+    if start is not None:
+        state = checkpoints.restore(start, abstract_like(state, s_shardings), iterator)
+        say(f"resumed from step {start} ({out_dir / 'checkpoints'})")
+    start = int(state["step"])
+
+    step_fn = make_train_step(graphdef, config, model_config.tokens, num_image_tokens)
+    total_len = 2 * (num_image_tokens + 2) + 1 + 2 * config.text_len
+    meter = _Meter(config, train_flops(model_config, num_image_tokens, config.text_len, total_len), total_len,
+                   start, say)
+    jitted = None
+    rows = []
+    metrics_file = open(out_dir / "metrics.jsonl", "a") if is_main else None
+    try:
+        for step in range(start + 1, config.steps + 1):
+            local = _stack_micro(next(iterator), config.grad_accum)
+            b_shardings = batch_shardings(local, mesh)
+            batch = {k: jax.make_array_from_process_local_data(b_shardings[k], v) for k, v in local.items()}
+            if jitted is None:
+                t = time.perf_counter()
+                with jax.set_mesh(mesh):
+                    jitted = jit_train_step(step_fn, s_shardings, b_shardings).lower(state, batch).compile()
+                say(f"compiled the train step in {time.perf_counter() - t:.1f}s")
+                meter.window_t = time.perf_counter()
+            state, metrics = jitted(state, batch)
+            row = meter.step(step, jax.device_get(metrics))
+            if row:
+                rows.append(row)
+                if metrics_file:
+                    metrics_file.write(json.dumps(row) + "\n")
+                    metrics_file.flush()
+            if step % config.save_every == 0 or step == config.steps:
+                checkpoints.save(step, state, iterator, config.to_dict(), force=step == config.steps)
+    finally:
+        checkpoints.close()
+        if metrics_file:
+            metrics_file.close()
+    say(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}")
+    return rows

@@ -1,0 +1,158 @@
+"""The SFT train state and the sharded, jitted train step.
+
+State is a plain pytree ``{params, opt_state, step, key}`` (params as NNX's pure dict), so Orbax
+saves and restores it onto any mesh. The step: per micro-batch, draw the masking/dropout uniforms
+from ``fold_in(key, step, micro)``, build the noised sequences, forward with the additive attention
+bias, and the parallel SFT loss; average the gradients over micro-batches (a ``lax.scan``);
+clip by global norm, AdamW with warmup + cosine; if the loss or the gradient norm is not finite the
+update is skipped (parameters and optimizer state unchanged) and reported in the metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ..losses import parallel_sft_forward, parallel_sft_inputs, sft_random_draws
+from ..sharding import logical_to_spec, state_shardings
+from .config import TrainConfig
+
+
+def lr_schedule(config: TrainConfig) -> Callable[[jax.Array], jax.Array]:
+    """Linear warmup to ``lr``, then cosine to ``min_lr_scale * lr`` at ``steps`` (reference)."""
+    base, warm, total, floor = config.lr, config.warmup_steps, config.steps, config.min_lr_scale
+
+    def schedule(step):
+        step = jnp.asarray(step, jnp.float32)
+        warmup = base * step / max(warm, 1)
+        progress = jnp.clip((step - warm) / max(total - warm, 1), 0.0, 1.0)
+        decay = base * (floor + (1 - floor) * 0.5 * (1 + jnp.cos(math.pi * progress)))
+        return jnp.where(step < warm, warmup, decay)
+    return schedule
+
+
+def optimizer(config: TrainConfig) -> optax.GradientTransformation:
+    """Global-norm clipping then AdamW (decay on every parameter, as the reference)."""
+    return optax.chain(
+        optax.clip_by_global_norm(config.max_grad_norm),
+        optax.adamw(lr_schedule(config), b1=config.b1, b2=config.b2, eps=config.adam_eps,
+                    weight_decay=config.weight_decay))
+
+
+def state_shardings_for(params: dict, params_shardings: dict, config: TrainConfig, mesh: Mesh) -> dict:
+    """Shardings of a whole train state: params by the logical rules, the optimizer's per-parameter
+    moments like their parameters, its scalars and the step/key replicated."""
+    replicated = NamedSharding(mesh, P())
+    abstract_opt = jax.eval_shape(optimizer(config).init, params)
+    opt = optax.tree_map_params(optimizer(config), lambda _, s: s, abstract_opt, params_shardings,
+                                transform_non_params=lambda _: replicated)
+    return {"params": params_shardings, "opt_state": opt, "step": replicated, "key": replicated}
+
+
+def init_state(params: dict, config: TrainConfig, shardings: dict) -> dict:
+    """A fresh train state around ``params`` (pure dict), laid out as ``shardings`` says."""
+    opt_state = jax.jit(optimizer(config).init, out_shardings=shardings["opt_state"])(params)
+    put = lambda x, s: jax.device_put(x, s)
+    return {"params": params, "opt_state": opt_state, "step": put(jnp.zeros((), jnp.int32), shardings["step"]),
+            "key": put(jax.random.key_data(jax.random.key(config.seed)), shardings["key"])}
+
+
+def param_shardings(model, mesh: Mesh) -> dict:
+    return nnx.to_pure_dict(state_shardings(nnx.state(model, nnx.Param), mesh))
+
+
+def setup_state(model, config: TrainConfig, mesh: Mesh):
+    """(graphdef, fresh train state, its shardings) for a model already placed on ``mesh``."""
+    graphdef, params = nnx.split(model)
+    params = nnx.to_pure_dict(params)
+    with jax.set_mesh(mesh):
+        shardings = state_shardings_for(params, param_shardings(model, mesh), config, mesh)
+        return graphdef, init_state(params, config, shardings), shardings
+
+
+def batch_shardings(batch: dict, mesh: Mesh) -> dict:
+    """Micro-batched inputs [accum, B, ...]: batch axis over (data, fsdp)."""
+    def one(x):
+        return NamedSharding(mesh, logical_to_spec((None, "batch") + (None,) * (x.ndim - 2), mesh, x.shape))
+    return jax.tree.map(one, batch)
+
+
+def make_train_step(graphdef, config: TrainConfig, tokens, num_image_tokens: int) -> Callable:
+    """``step(state, batch) -> (state, metrics)``; ``batch`` holds [grad_accum, micro_batch, ...]."""
+    tx = optimizer(config)
+    schedule = lr_schedule(config)
+
+    def micro_loss(params, micro, key):
+        model = nnx.merge(graphdef, params)
+        b = micro["output_image_codes"].shape[0]
+        rand = sft_random_draws(key, b, num_image_tokens, config.text_len)
+        inputs = parallel_sft_inputs(tokens, micro, rand, eps=config.min_masking_rate,
+                                     cond_dropout_prob=config.cond_dropout_prob)
+        parts = parallel_sft_forward(model, inputs, num_image_tokens=num_image_tokens, text_len=config.text_len,
+                                     text_coeff=config.text_coeff, image_coeff=config.image_coeff)
+        return parts["loss"], parts
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def step(state, batch):
+        params = state["params"]
+        base = jax.random.fold_in(jax.random.wrap_key_data(state["key"]), state["step"])
+        accum = jax.tree.leaves(batch)[0].shape[0]
+
+        def one(carry, xs):
+            i, micro = xs
+            (_, parts), grads = grad_fn(params, micro, jax.random.fold_in(base, i))
+            total, sums = carry
+            return (jax.tree.map(jnp.add, total, grads), jax.tree.map(jnp.add, sums, parts)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        zero_parts = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
+        (grads, parts), _ = jax.lax.scan(one, (zeros, jax.tree.map(jnp.float32, zero_parts)),
+                                         (jnp.arange(accum), batch))
+        grads = jax.tree.map(lambda g: g / accum, grads)
+        parts = {k: v / accum for k, v in parts.items()}
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(parts["loss"]) & jnp.isfinite(grad_norm)
+        updates, new_opt = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        new_state = {"params": keep(new_params, params), "opt_state": keep(new_opt, state["opt_state"]),
+                     "step": state["step"] + 1, "key": state["key"]}
+        metrics = dict(parts, grad_norm=grad_norm, lr=schedule(state["step"]),
+                       skipped=jnp.logical_not(finite).astype(jnp.int32))
+        return new_state, metrics
+
+    return step
+
+
+def jit_train_step(step_fn, state_shardings: dict, batch_shardings_: dict):
+    """The step jitted with explicit shardings and the old state donated."""
+    return jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings_),
+                   out_shardings=(state_shardings, None), donate_argnums=0)
+
+
+def train_flops(model_config, num_image_tokens: int, text_len: int, total_len: int) -> float:
+    """Training FLOPs of one sequence: 6 x (block matmul params x tokens + head over the output
+    part) + 3 x full bidirectional attention (4 L^2 d per layer forward, not halved)."""
+    c = model_config
+    block = c.n_layers * (c.d_model * c.head_dim * (2 * c.n_heads + 2 * c.n_kv_heads) + 3 * c.d_model * c.mlp_hidden_size)
+    head = c.d_model * c.vocab_size * (num_image_tokens + 2 + text_len)
+    attention = 4 * c.n_layers * total_len ** 2 * c.n_heads * c.head_dim
+    return 6.0 * (block * total_len + head) + 3.0 * attention
+
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "v5p": 459.0, "v6e": 918.0, "v5e": 197.0, "v4": 275.0}
+
+
+def peak_tflops(device: Any) -> float:
+    kind = getattr(device, "device_kind", "")
+    for name, value in PEAK_TFLOPS.items():
+        if name.lower() in kind.lower():
+            return value
+    return 0.0

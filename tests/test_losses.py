@@ -1,0 +1,90 @@
+"""Training objectives equal the reference's (golden ``losses``): inputs, loss parts, gradients."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from safetensors.numpy import load_file
+
+from conftest import golden_path, load_npz
+from mmada_jax import load_model
+from mmada_jax.convert import llada_param_maps
+from mmada_jax.losses import mmada_pretrain_losses, parallel_mask_ratio, parallel_sft_forward, parallel_sft_inputs
+from mmada_jax.prompting import _padded_text, _with_bos
+
+pytestmark = pytest.mark.golden
+RTOL = 1e-5
+
+
+def _sft_case():
+    g = load_npz(golden_path("losses/m_sft.npz"))
+    model, config = load_model(golden_path("mmada_tiny"))
+    b, length, n, k, offset, mask = (int(v) for v in g["m__params"])
+    t = config.tokens
+    assert (t.image_offset, t.mask_id, t.codebook_size) == (offset, mask, k)
+
+    def text(i, kind):
+        ids = g[f"m__{kind}_text_ids_{i}"].tolist()
+        return _padded_text(t, ids, length), min(len(_with_bos(t, ids)) + 1, length)
+    ins, outs = [text(i, "input") for i in range(b)], [text(i, "output") for i in range(b)]
+    batch = {"input_image_codes": g["m__input_image_codes"], "output_image_codes": g["m__output_image_codes"],
+             "input_text": np.array([x for x, _ in ins]), "input_text_len": np.array([y for _, y in ins]),
+             "output_text": np.array([x for x, _ in outs]), "output_text_len": np.array([y for _, y in outs])}
+    rand = {key[len("m__"):]: g[key] for key in g if key.startswith("m__rand_")}
+    inputs = parallel_sft_inputs(t, batch, rand, eps=float(g["m__eps"]), cond_dropout_prob=float(g["m__cond_dropout_prob"]))
+    return g, model, inputs, n, length
+
+
+def test_parallel_sft_inputs_and_loss():
+    g, model, inputs, n, length = _sft_case()
+    for name in ("input_ids", "labels", "attention_mask", "image_masked", "text_masked"):
+        np.testing.assert_array_equal(np.asarray(getattr(inputs, name)), g[f"m__{name}"], err_msg=name)
+    np.testing.assert_allclose(inputs.t, g["m__t"], rtol=1e-7)
+    np.testing.assert_allclose(inputs.mask_prob, g["m__mask_prob"], rtol=1e-6)
+    coeffs = g["m__coeffs"]
+    parts = parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length,
+                                 text_coeff=float(coeffs[0]), image_coeff=float(coeffs[1]))
+    for name in ("loss", "text_loss", "image_loss"):
+        np.testing.assert_allclose(float(parts[name]), g[f"m__{name}"], rtol=RTOL, err_msg=name)
+
+
+def test_parallel_sft_gradients():
+    g, model, inputs, n, length = _sft_case()
+    grads = nnx.grad(lambda m: parallel_sft_forward(m, inputs, num_image_tokens=n, text_len=length)["loss"])(model)
+    grads = nnx.to_pure_dict(grads)
+    norm = np.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(grads)))
+    np.testing.assert_allclose(norm, g["m__grad_norm"], rtol=RTOL)
+    want = load_file(str(golden_path("losses/m_sft_grads.safetensors")))
+    seen = set()
+    for m in llada_param_maps(model.config):
+        ours = np.asarray(grads[m.path[0]])
+        for i, key in enumerate(m.sources):
+            got = m.to_hf(ours[i] if m.stacked else ours)
+            np.testing.assert_allclose(got, want[key], atol=1e-5, rtol=1e-4, err_msg=key)
+            seen.add(key)
+    assert seen == set(want), set(want) ^ seen
+
+
+def test_mmada_pretrain_losses():
+    g = load_npz(golden_path("losses/m_forward_process.npz"))
+    model, config = load_model(golden_path("mmada_tiny"))
+
+    def losses(m):
+        return mmada_pretrain_losses(
+            m(g["fp__input_ids"]), g["fp__input_ids"], g["fp__labels"], batch_sizes=g["fp__batch_sizes"],
+            max_seq_length=int(g["fp__max_seq_length"]), mask_id=config.tokens.mask_id,
+            p_mask_lm=g["fp__p_mask_lm"], p_mask_mmu=g["fp__p_mask_mmu"], answer_lengths=g["fp__answer_lengths"])
+    out = losses(model)
+    for name in ("loss_t2i", "loss_lm", "loss_mmu"):
+        np.testing.assert_allclose(float(out[name]), g[f"fp__{name}"], rtol=RTOL, err_msg=name)
+    grads = nnx.grad(lambda m: sum(losses(m).values()))(model)
+    norm = np.sqrt(sum(float(jnp.sum(x ** 2)) for x in jax.tree.leaves(nnx.to_pure_dict(grads))))
+    np.testing.assert_allclose(norm, g["fp__grad_norm_of_sum"], rtol=RTOL)
+
+
+def test_mask_ratio_is_the_double_cosine():
+    t = np.array([0.25, 0.5, 0.75, 0.9], np.float32)
+    np.testing.assert_allclose(parallel_mask_ratio(t, 0.0), [0.119, 0.444, 0.825, 0.970], atol=1e-3)
