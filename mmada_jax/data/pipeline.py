@@ -1,0 +1,192 @@
+"""grain input pipeline over pretokenized SFT records: fixed-shape numpy batches, exact resume.
+
+``make_dataset(data_dir, split, batch_size=B, text_len=L, seed=s)`` returns a
+``grain.IterDataset``; ``iter(ds)`` gives a ``grain.DatasetIterator`` of dicts::
+
+    input_image_codes   int32 [B, N]  raw VQ codes (no image offset)
+    output_image_codes  int32 [B, N]
+    input_text          int32 [B, L]  BOS + instruction + EOS, right-padded with EOS
+    output_text         int32 [B, L]  BOS + reasoning + EOS, right-padded with EOS
+    input_text_len      int32 [B]     length before padding (BOS and EOS included)
+    output_text_len     int32 [B]
+    has_input_image     bool  [B]
+    has_instruction     bool  [B]
+    id                  str   [B]     only with ``with_ids=True`` (for debugging; not jit-able)
+
+A text longer than L is cut to its first L-1 tokens plus EOS (the reference's rule); pretokenize
+rejects such examples for its own ``--text-len``, so this only happens with a smaller L here.
+An example without instruction gets ``[BOS, EOS, EOS, ...]`` (``input_text_len`` 2). Condition
+dropout and masking are NOT done here: the train step draws them (and records the draws).
+
+Order of operations (all lazy, random access over the ArrayRecord source):
+
+1. per-process sharding: process ``i`` of ``P`` takes records ``i, i+P, i+2P, ...`` of the split,
+   cut to ``floor(n / P)`` each so that every process sees the same number of examples (at most
+   ``P - 1`` records of the split are unused);
+2. a seeded global shuffle (grain ``MapDataset.shuffle``; a new permutation per epoch);
+3. repeat for ``num_epochs`` (None: forever);
+4. formatting (padding) and batching with ``drop_remainder=True`` (batches may span epochs).
+
+Resuming: the iterator's ``get_state()`` / ``set_state()`` round-trip exactly (a small dict), and
+``grain.checkpoint.CheckpointSave(it)`` / ``CheckpointRestore(it)`` store it inside an Orbax
+``ocp.args.Composite`` next to the model state; the restored iterator yields exactly the batches
+the saved one would have.
+
+Worker processes: ``worker_count=0`` (default) reads in the calling process with a few prefetch
+threads (``read_options``); the records are small and need no decoding, so this is usually
+enough. ``worker_count=k`` adds ``mp_prefetch`` with ``k`` processes. Outside ``absl.app.run``
+grain then fails with ``UnparsedFlagAccessError: ... --grain_enable_multiprocess_worker_profiling
+before flags were parsed``: call ``absl.flags.FLAGS.mark_as_parsed()`` first (this module does it
+when ``worker_count > 0`` and the flags are unparsed), keep the entry point under
+``if __name__ == "__main__":`` (workers are spawned and re-import the main module), and close the
+iterator (or expect harmless "leaked shared_memory" warnings at exit). The state round trip stays
+exact with workers.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import records
+
+
+class FormatRecord:
+    """record -> padded fixed-shape example (a module-level class, so it pickles for workers)."""
+
+    def __init__(self, bos_id: int, eos_id: int, text_len: int, num_image_tokens: int | None,
+                 with_ids: bool = False):
+        if text_len < 2:
+            raise ValueError(f"text_len must be >= 2 (BOS and EOS), got {text_len}")
+        self.bos_id, self.eos_id, self.text_len = int(bos_id), int(eos_id), int(text_len)
+        self.num_image_tokens = num_image_tokens
+        self.with_ids = with_ids
+
+    def pad_text(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
+        """``BOS + ids + EOS`` right-padded with EOS to ``text_len`` (cut to L-1 tokens + EOS)."""
+        L = self.text_len
+        out = np.full((L,), self.eos_id, dtype=np.int32)
+        out[0] = self.bos_id
+        n = min(len(ids), L - 2)
+        out[1:1 + n] = ids[:n]
+        # the EOS after the text is already there (the padding is EOS)
+        return out, n + 2
+
+    def __call__(self, rec: dict) -> dict:
+        ex_id = rec["id"].decode() if isinstance(rec["id"], bytes) else str(rec["id"])
+        in_codes = np.asarray(rec["input_image_codes"], dtype=np.int32)
+        out_codes = np.asarray(rec["output_image_codes"], dtype=np.int32)
+        n = self.num_image_tokens
+        if n is not None and (in_codes.shape != (n,) or out_codes.shape != (n,)):
+            raise ValueError(f"record {ex_id!r}: image codes of shapes {in_codes.shape} and {out_codes.shape}, "
+                             f"expected ({n},)")
+        in_text, in_len = self.pad_text(np.asarray(rec["instruction_ids"], dtype=np.int32))
+        out_text, out_len = self.pad_text(np.asarray(rec["reasoning_ids"], dtype=np.int32))
+        ex = {
+            "input_image_codes": in_codes,
+            "output_image_codes": out_codes,
+            "input_text": in_text,
+            "output_text": out_text,
+            "input_text_len": np.int32(in_len),
+            "output_text_len": np.int32(out_len),
+            "has_input_image": np.bool_(rec["has_input_image"]),
+            "has_instruction": np.bool_(rec["has_instruction"]),
+        }
+        if self.with_ids:
+            ex["id"] = np.asarray(ex_id)
+        return ex
+
+
+def token_ids(tokens=None, checkpoint: str | Path | None = None, meta: dict | None = None,
+              where: str = "") -> tuple[int, int]:
+    """(BOS, EOS) from ``tokens`` (a TokenIds), else the checkpoint's config, else the data's
+    metadata; a disagreement with the metadata is an error (the data was made for another
+    token layout)."""
+    meta = meta or {}
+    if tokens is None and checkpoint is not None:
+        from ..config import load_config
+        tokens = load_config(checkpoint).tokens
+    if tokens is not None:
+        bos, eos = int(tokens.bos_id), int(tokens.eos_id)
+        for name, value in (("bos_id", bos), ("eos_id", eos)):
+            if name in meta and int(meta[name]) != value:
+                raise ValueError(f"{where}: pretokenized with {name}={meta[name]} but the model's token ids "
+                                 f"have {name}={value}")
+        return bos, eos
+    if "bos_id" not in meta or "eos_id" not in meta:
+        raise ValueError(f"{where}: no bos_id/eos_id in the dataset metadata; pass tokens= or checkpoint=")
+    return int(meta["bos_id"]), int(meta["eos_id"])
+
+
+def load_split(data_dir: str | Path, split: str):
+    """(tfds ArrayRecord data source of ``split``, metadata dict)."""
+    builder = records.open_pretokenized(data_dir)
+    splits = list(builder.info.splits.keys())
+    if split not in splits:
+        raise ValueError(f"{records.dataset_dir(data_dir)}: no split {split!r}; it has {splits}")
+    return builder.as_data_source(split), records.metadata(builder)
+
+
+def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int, text_len: int, seed: int,
+                 shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
+                 process_count: int | None = None, tokens=None, checkpoint: str | Path | None = None,
+                 worker_count: int = 0, read_options=None, with_ids: bool = False):
+    """The batched SFT pipeline (see the module docstring) as a ``grain.IterDataset``.
+
+    ``tokens`` (a :class:`mmada_jax.TokenIds`) or ``checkpoint`` give BOS/EOS; by default they come
+    from the dataset's metadata (the checkpoint it was pretokenized for). ``process_index`` /
+    ``process_count`` default to ``jax.process_index()`` / ``jax.process_count()``.
+    ``batch_size`` is per process (the global batch is ``batch_size * process_count``).
+    ``read_options``: a ``grain.ReadOptions`` (default 2 threads, 16 prefetched elements).
+    """
+    import grain
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_epochs is not None and num_epochs < 1:
+        raise ValueError(f"num_epochs must be >= 1 or None (forever), got {num_epochs}")
+    if process_index is None or process_count is None:
+        import jax
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} not in [0, process_count={process_count})")
+
+    source, meta = load_split(data_dir, split)
+    where = f"{records.dataset_dir(data_dir)}[{split}]"
+    bos, eos = token_ids(tokens, checkpoint, meta, where)
+    if "text_len" in meta and text_len < int(meta["text_len"]):
+        warnings.warn(f"{where}: text_len={text_len} is shorter than the --text-len {meta['text_len']} the data "
+                      f"was checked against; longer texts are cut to text_len-1 tokens + EOS", stacklevel=2)
+    fmt = FormatRecord(bos, eos, text_len, meta.get("num_image_tokens"), with_ids)
+
+    ds = grain.MapDataset.source(source)
+    n = len(ds)
+    per_process = n // process_count
+    if per_process == 0:
+        raise ValueError(f"{where}: {n} examples cannot be shared by {process_count} processes")
+    ds = ds[process_index:per_process * process_count:process_count]
+    if num_epochs is not None and per_process * num_epochs < batch_size:
+        raise ValueError(f"{where}: {per_process} examples per process x {num_epochs} epoch(s) make no full "
+                         f"batch of {batch_size}")
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    if num_epochs != 1:
+        ds = ds.repeat(num_epochs)
+    ds = ds.map(fmt).batch(batch_size, drop_remainder=True)
+    if read_options is None:
+        read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)
+    it_ds = ds.to_iter_dataset(read_options)
+    if worker_count > 0:
+        _mark_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+    return it_ds
+
+
+def _mark_flags_parsed() -> None:
+    """grain's worker processes read absl flags; outside absl.app.run they are unparsed (see above)."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()

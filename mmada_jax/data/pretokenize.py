@@ -1,0 +1,449 @@
+"""Pretokenize SFT examples: JSONL -> tokenized text + VQ image codes in ArrayRecord shards.
+
+Input: a JSONL file, or a folder holding ``examples.jsonl``; one JSON object per line with
+
+    id            str  (optional: defaults to ``<file>:<line>``; must be unique)
+    input_image   str  image path, relative to the JSONL's folder (optional)
+    instruction   str  (optional)
+    reasoning     str  (required)
+    output_image  str  image path (required)
+
+Other fields are ignored. Output: a tensorflow-datasets dataset (``GeneratorBasedBuilder``,
+ArrayRecord files, Tensor/Text features, no TensorFlow needed) in the format of
+:mod:`.records`, plus ``bad_examples.jsonl`` and ``summary.json``.
+
+Why offline: VQ encoding dominates the cost of an SFT step's data (MAGVIT-v2 at 512 px is
+seconds per image on CPU); the reference re-encodes every image at every step. Codes are
+computed once here, so training reads small integer records.
+
+Two passes:
+
+1. read and check every line: JSON, fields and types, unique ids, image files exist, text length
+   (``BOS + ids + EOS`` must fit in ``text_len`` tokens, i.e. at most ``text_len - 2`` ids --
+   the pipeline would otherwise truncate the text); cheap, so ``on_bad="stop"`` fails before any
+   encoding work;
+2. load and VQ-encode images in batches of ``batch_size`` examples (input and output images in
+   one ``vq.encode`` call of fixed shape ``[2 * batch_size, S, S, 3]``, padded, so it compiles
+   once); an unreadable or corrupt image makes its example bad.
+
+An example without an input image gets the VQ codes of a black ``S x S`` image (what the
+reference does with its black 512x512 placeholder: real codes, not zeros). Bad examples are never
+dropped silently: each is printed with its id and reason and appended to
+``OUT/bad_examples.jsonl``; ``on_bad="skip"`` leaves it out, ``on_bad="stop"`` raises
+:class:`BadExampleError` (the CLI exits 1) and no dataset is left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from . import records
+
+ON_BAD = ("skip", "stop")
+
+
+class BadExampleError(RuntimeError):
+    """Raised with ``on_bad="stop"``: names the example id and the reason."""
+
+    def __init__(self, bad: "BadExample"):
+        super().__init__(bad.id, bad.reason)
+        self.bad = bad
+
+    def __str__(self) -> str:   # a custom __str__ also keeps tfds from rewriting the message in place
+        return f"bad example {self.bad.id!r}: {self.bad.reason}"
+
+
+class NoExamplesError(ValueError):
+    """Every example of a split was bad: there is nothing to write."""
+
+    def __str__(self) -> str:   # (custom __str__: see BadExampleError)
+        return str(self.args[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class BadExample:
+    """A rejected example: its id (``<file>:<line>`` when it has none), the reason, its line."""
+
+    id: str
+    reason: str
+    line: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "reason": self.reason, "line": self.line})
+
+
+@dataclasses.dataclass
+class SourceExample:
+    """A line that passed the checks of pass 1 (token ids without BOS/EOS)."""
+
+    id: str
+    line: int
+    input_image: Path | None
+    output_image: Path
+    instruction_ids: np.ndarray
+    reasoning_ids: np.ndarray
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did (also written to ``OUT/summary.json``)."""
+
+    lines: int = 0
+    written: dict = dataclasses.field(default_factory=dict)   # split -> count
+    bad: list = dataclasses.field(default_factory=list)       # BadExample
+    seconds: float = 0.0
+    encoded_per_second: float = 0.0
+    out_dir: str = ""
+
+    @property
+    def skipped(self) -> int:
+        return len(self.bad)
+
+    def to_dict(self) -> dict:
+        reasons: dict[str, int] = {}
+        for b in self.bad:
+            key = b.reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        return {"lines": self.lines, "written": self.written, "written_total": sum(self.written.values()),
+                "skipped": self.skipped, "skipped_by_reason": reasons, "seconds": round(self.seconds, 3),
+                "examples_per_second": round(self.encoded_per_second, 3), "out_dir": self.out_dir}
+
+
+def find_jsonl(src: str | Path) -> Path:
+    """``src`` itself (a JSONL file) or ``src/examples.jsonl``."""
+    src = Path(src)
+    if src.is_dir():
+        path = src / "examples.jsonl"
+        if not path.is_file():
+            raise FileNotFoundError(f"{src}: folder has no examples.jsonl")
+        return path
+    if not src.is_file():
+        raise FileNotFoundError(f"{src}: no such JSONL file or folder")
+    return src
+
+
+class BadReporter:
+    """Prints each bad example and appends it to ``bad_examples.jsonl``; raises on ``stop``."""
+
+    def __init__(self, path: Path, on_bad: str, log: Callable[[str], None]):
+        if on_bad not in ON_BAD:
+            raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
+        self.path, self.on_bad, self.log = path, on_bad, log
+        self.bad: list[BadExample] = []
+        path.write_text("")
+
+    def __call__(self, ex_id: str, reason: str, line: int | None = None) -> None:
+        bad = BadExample(str(ex_id), reason, line)
+        self.bad.append(bad)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(bad.to_json() + "\n")
+        where = f" (line {line})" if line is not None else ""
+        self.log(f"bad example {bad.id!r}{where}: {reason}" + ("" if self.on_bad == "stop" else "; skipped"))
+        if self.on_bad == "stop":
+            raise BadExampleError(bad)
+
+
+def _text_field(rec: dict, key: str, required: bool) -> str | None:
+    value = rec.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValueError(f"missing {key}")
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
+def read_examples(jsonl: Path, tokenize: Callable[[str], list[int]], text_len: int,
+                  report: BadReporter) -> tuple[list[SourceExample], int]:
+    """Pass 1: parse and check every line; returns (good examples, number of non-empty lines)."""
+    base = jsonl.parent
+    seen: dict[str, int] = {}
+    good: list[SourceExample] = []
+    n_lines = 0
+    max_ids = text_len - 2
+    with open(jsonl, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            n_lines += 1
+            default_id = f"{jsonl.name}:{lineno}"
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as e:
+                report(default_id, f"invalid JSON: {e}", lineno)
+                continue
+            if not isinstance(rec, dict):
+                report(default_id, f"invalid JSON: expected an object, got {type(rec).__name__}", lineno)
+                continue
+            ex_id = rec.get("id", default_id)
+            if not isinstance(ex_id, (str, int)) or isinstance(ex_id, bool) or str(ex_id) == "":
+                report(default_id, f"invalid id: {ex_id!r} (must be a non-empty string)", lineno)
+                continue
+            ex_id = str(ex_id)
+            if ex_id in seen:
+                report(ex_id, f"duplicate id: first seen on line {seen[ex_id]}", lineno)
+                continue
+            seen[ex_id] = lineno
+            try:
+                reasoning = _text_field(rec, "reasoning", required=True)
+                instruction = _text_field(rec, "instruction", required=False)
+                out_name = _text_field(rec, "output_image", required=True)
+                in_name = _text_field(rec, "input_image", required=False)
+            except ValueError as e:
+                report(ex_id, str(e), lineno)
+                continue
+            paths = {}
+            missing = None
+            for key, name in (("input_image", in_name), ("output_image", out_name)):
+                if name is None:
+                    paths[key] = None
+                    continue
+                path = Path(name) if Path(name).is_absolute() else base / name
+                if not path.is_file():
+                    missing = f"{key} file not found: {path}"
+                    break
+                paths[key] = path
+            if missing:
+                report(ex_id, missing, lineno)
+                continue
+            ids = {}
+            too_long = None
+            for key, text in (("instruction", instruction), ("reasoning", reasoning)):
+                ids[key] = np.asarray(tokenize(text) if text is not None else [], dtype=np.int32)
+                if len(ids[key]) > max_ids:
+                    too_long = (f"{key} too long: {len(ids[key])} tokens + BOS/EOS = {len(ids[key]) + 2} > "
+                                f"--text-len {text_len}")
+                    break
+            if too_long:
+                report(ex_id, too_long, lineno)
+                continue
+            good.append(SourceExample(ex_id, lineno, paths["input_image"], paths["output_image"],
+                                      ids["instruction"], ids["reasoning"]))
+    return good, n_lines
+
+
+class ImageEncoder:
+    """Loads and VQ-encodes the images of a batch of examples in one fixed-shape ``encode`` call."""
+
+    def __init__(self, vq, image_size: int, batch_size: int):
+        from PIL import Image
+        self.vq, self.size, self.batch_size = vq, image_size, batch_size
+        self.black = np.asarray(vq.load_image(Image.new("RGB", (image_size, image_size)), size=image_size))
+        self.black_codes: np.ndarray | None = None
+        self.num_tokens = vq.num_tokens(image_size, image_size)
+
+    def load(self, path: Path) -> np.ndarray:
+        return np.asarray(self.vq.load_image(path, size=self.size))
+
+    def encode(self, batch: list[SourceExample], report: BadReporter) -> list[dict]:
+        """Records of the examples whose images load (the others are reported)."""
+        from ..vq.image_io import ImageError
+        slots = np.zeros((2 * self.batch_size, self.size, self.size, 3), np.float32)
+        layout = []   # (example, output slot, input slot or None)
+        k = 0
+        for ex in batch:
+            try:
+                out_px = self.load(ex.output_image)
+                in_px = self.load(ex.input_image) if ex.input_image is not None else None
+            except (ImageError, OSError, ValueError) as e:
+                report(ex.id, f"unreadable image: {e}", ex.line)
+                continue
+            slots[k] = out_px
+            out_slot, k = k, k + 1
+            in_slot = None
+            if in_px is not None:
+                slots[k] = in_px
+                in_slot, k = k, k + 1
+            layout.append((ex, out_slot, in_slot))
+        if not layout:
+            return []
+        black_slot = None
+        if self.black_codes is None and any(s is None for _, _, s in layout):
+            black_slot = k            # an example without input image frees one of the 2B slots
+            slots[k] = self.black
+        codes = np.asarray(self.vq.encode(slots), dtype=np.int32)
+        if black_slot is not None:
+            self.black_codes = codes[black_slot].copy()
+        out = []
+        for ex, out_slot, in_slot in layout:
+            out.append({
+                "id": ex.id,
+                "input_image_codes": codes[in_slot] if in_slot is not None else self.black_codes,
+                "output_image_codes": codes[out_slot],
+                "instruction_ids": ex.instruction_ids,
+                "reasoning_ids": ex.reasoning_ids,
+                "has_input_image": in_slot is not None,
+                "has_instruction": len(ex.instruction_ids) > 0,
+            })
+        return out
+
+
+class Progress:
+    """``done/total examples, rate ex/s, ETA`` lines every ``every`` seconds (and at the end)."""
+
+    def __init__(self, total: int, log: Callable[[str], None], every: float = 10.0):
+        self.total, self.log, self.every = total, log, every
+        self.done = 0
+        self.t0 = self.last = time.perf_counter()
+
+    @property
+    def rate(self) -> float:
+        dt = time.perf_counter() - self.t0
+        return self.done / dt if dt > 0 else 0.0
+
+    def update(self, n: int, force: bool = False) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if force or now - self.last >= self.every:
+            self.last = now
+            rate = self.rate
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            self.log(f"pretokenize: {self.done}/{self.total} examples, {rate:.2f} ex/s, "
+                     f"ETA {_fmt_seconds(eta)}")
+
+
+def _fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+@dataclasses.dataclass
+class _EncodeJob:
+    """Pass 2: encodes each split's examples into records, lazily, batch by batch."""
+
+    splits: dict            # split name -> list[SourceExample]
+    encoder: ImageEncoder
+    report: BadReporter
+    progress: Progress
+    written: dict = dataclasses.field(default_factory=dict)
+
+    def generate(self, split: str) -> Iterator[dict]:
+        examples = self.splits[split]
+        self.written[split] = 0
+        b = self.encoder.batch_size
+        for i in range(0, len(examples), b):
+            batch = examples[i:i + b]
+            recs = self.encoder.encode(batch, self.report)
+            for rec in recs:
+                self.written[split] += 1
+                yield rec
+            self.progress.update(len(batch))
+        if self.written[split] == 0:
+            raise NoExamplesError(f"split {split!r}: none of its {len(examples)} examples could be encoded "
+                                  f"(see {self.report.path})")
+
+
+def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path, vq: str | Path,
+                tokenizer: str | Path, text_len: int = 256, image_size: int | None = None,
+                shard_size: int = 1000, on_bad: str = "skip", batch_size: int = 8,
+                val_fraction: float = 0.0, split_seed: int = 42, overwrite: bool = False,
+                progress_every: float = 10.0, log: Callable[[str], None] | None = None) -> Summary:
+    """Pretokenize ``src`` into ``out_dir`` (see the module docstring); returns a :class:`Summary`.
+
+    ``val_fraction`` > 0 puts a seeded random ``round(val_fraction * n)`` (at least 1) of the good
+    examples into a ``validation`` split (the reference splits 90/10 with seed 42); the rest, in
+    source order, form ``train``.
+    """
+    from .. import load_config, load_vq
+    from ..tokenizer import load_tokenizer
+
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    if text_len < 3:
+        raise ValueError(f"--text-len must be >= 3 (BOS + at least one token + EOS), got {text_len}")
+    if shard_size < 1 or batch_size < 1:
+        raise ValueError(f"--shard-size and --batch-size must be >= 1, got {shard_size} and {batch_size}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must lie in [0, 1), got {val_fraction}")
+    if on_bad not in ON_BAD:
+        raise ValueError(f"--on-bad must be one of {ON_BAD}, got {on_bad!r}")
+    jsonl = find_jsonl(src)
+    config = load_config(checkpoint)
+    tok = load_tokenizer(tokenizer, config)
+    vq_model = load_vq(vq)
+    tokens = config.tokens
+    if vq_model.kind != "magvitv2":
+        raise ValueError(f"image tokenizer {vq} is {vq_model.kind!r}; the MMaDA-Parallel-M SFT data uses MAGVIT-v2")
+    if vq_model.codebook_size != tokens.codebook_size:
+        raise ValueError(f"image tokenizer {vq} has {vq_model.codebook_size} codes but checkpoint {checkpoint} "
+                         f"expects {tokens.codebook_size} image tokens")
+    image_size = int(image_size or getattr(vq_model.config, "image_size", 512))
+    vq_model.grid(image_size, image_size)   # raises unless a multiple of the downsampling factor
+
+    out_dir = Path(out_dir)
+    ds_root = out_dir / records.DATASET_NAME
+    if ds_root.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} already holds a pretokenized dataset ({ds_root}); "
+                                  f"pass --overwrite to replace it")
+        shutil.rmtree(ds_root)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    summary = Summary(out_dir=str(out_dir))
+    report = BadReporter(out_dir / "bad_examples.jsonl", on_bad, log)
+    summary.bad = report.bad
+    (out_dir / "summary.json").unlink(missing_ok=True)
+    good, summary.lines = read_examples(jsonl, tok.encode, text_len, report)
+    log(f"pretokenize: {jsonl}: {summary.lines} examples, {len(good)} pass the checks, {len(report.bad)} bad")
+    if not good:
+        raise ValueError(f"{jsonl}: no usable examples (see {report.path})")
+
+    splits = {"train": good}
+    if val_fraction > 0 and len(good) >= 2:
+        n_val = min(len(good) - 1, max(1, round(val_fraction * len(good))))
+        val_idx = set(np.random.default_rng(split_seed).permutation(len(good))[:n_val].tolist())
+        splits = {"train": [e for i, e in enumerate(good) if i not in val_idx],
+                  "validation": [e for i, e in enumerate(good) if i in val_idx]}
+
+    encoder = ImageEncoder(vq_model, image_size, batch_size)
+    meta = {
+        "format_version": records.FORMAT_VERSION, "text_len": text_len, "image_size": image_size,
+        "num_image_tokens": encoder.num_tokens, "bos_id": tokens.bos_id, "eos_id": tokens.eos_id,
+        "image_offset": tokens.image_offset, "codebook_size": tokens.codebook_size, "vq_kind": vq_model.kind,
+        "source": str(jsonl.resolve()), "checkpoint": str(Path(checkpoint).resolve()),
+        "vq": str(Path(vq).resolve()), "tokenizer": str(Path(tokenizer).resolve()),
+        "missing_input_image": f"VQ codes of a black {image_size}x{image_size} image",
+    }
+    progress = Progress(len(good), log, progress_every)
+    job = _EncodeJob(splits, encoder, report, progress)
+
+    from .builder import write_records
+    try:
+        write_records(out_dir, {split: job.generate(split) for split in splits}, num_image_tokens=encoder.num_tokens,
+                      metadata=meta, examples_per_shard=shard_size)
+    except BaseException as e:
+        shutil.rmtree(ds_root, ignore_errors=True)   # no half-written dataset
+        stop = _find_cause(e, (BadExampleError, NoExamplesError))
+        if stop is not None:
+            raise stop from None
+        raise
+    progress.update(0, force=True)
+
+    summary.written = dict(job.written)
+    summary.seconds = time.perf_counter() - t0
+    summary.encoded_per_second = progress.rate
+    (out_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+    return summary
+
+
+def _find_cause(e: BaseException, kind) -> BaseException | None:
+    """The first exception of ``kind`` in ``e``'s cause/context chain (tfds re-raises wrapped)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, kind):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
