@@ -102,3 +102,14 @@ def test_logits_command():
     assert out.returncode == 2 and "no mask token" in out.stderr
     out = _run("logits", "--checkpoint", "/nonexistent/ckpt")
     assert out.returncode == 2 and "/nonexistent/ckpt" in out.stderr
+
+
+def test_parallel_on_a_mesh_matches_one_device(tmp_path):
+    """--mesh shards the weights over the 8 fake devices (XLA_FLAGS from conftest) and samples the same."""
+    args = ("parallel", "--text-steps", 8, "--image-steps", 2, "--text-len", 16, "--seed", 5)
+    one = _run(*args, "--out", tmp_path / "one")
+    sharded = _run(*args, "--out", tmp_path / "mesh", "--mesh", "data=2,fsdp=4")
+    assert one.returncode == 0 and sharded.returncode == 0, sharded.stderr
+    a = json.loads((tmp_path / "one/0000/record.json").read_text())
+    b = json.loads((tmp_path / "mesh/0000/record.json").read_text())
+    assert a["image_codes"] == b["image_codes"] and a["text"] == b["text"]

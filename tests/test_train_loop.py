@@ -85,3 +85,15 @@ def test_cli_and_memory_plan(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "train.sft", "--config", "configs/tiny_sft.yaml", "stepz=3"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "did you mean 'steps'" in bad.stderr
+
+
+def test_interrupted_save_leaves_the_last_checkpoint_usable(data_dir, tmp_path):
+    """A save killed half-way leaves only an uncommitted temporary directory; resuming ignores it
+    and continues from the last complete checkpoint."""
+    run_sft(_config(data_dir, tmp_path, steps=3), log=lambda *_: None)
+    partial = tmp_path / "checkpoints" / "6.orbax-checkpoint-tmp-1234"
+    (partial / "state").mkdir(parents=True)
+    (partial / "state" / "garbage").write_bytes(b"\0" * 100)
+    rows = run_sft(_config(data_dir, tmp_path), log=lambda *_: None)
+    assert [r["step"] for r in rows] == [4, 5, 6]
+    assert (tmp_path / "checkpoints" / "6" / "state").is_dir()
