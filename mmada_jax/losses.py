@@ -157,3 +157,37 @@ def mmada_pretrain_losses(logits: jax.Array, input_ids: jax.Array, labels: jax.A
     mmu_masked = input_ids[mmu_rows] == mask_id
     loss_mmu = jnp.sum(jnp.where(mmu_masked, ce[mmu_rows] / p_mask_mmu / answer_lengths, 0.0)) / n_mmu
     return {"loss_t2i": loss_t2i, "loss_lm": loss_lm, "loss_mmu": loss_mmu}
+
+
+def _first(condition: jax.Array, default: jax.Array) -> jax.Array:
+    """Index of the first True along the last axis, ``default`` where there is none."""
+    index = jnp.argmax(condition, axis=-1)
+    return jnp.where(jnp.any(condition, axis=-1), index, default)
+
+
+def dimoo_sft_loss(logits: jax.Array, input_ids: jax.Array, labels: jax.Array, tokens: TokenIds) -> dict[str, jax.Array]:
+    """MMaDA-Parallel-A (Lumina-DiMOO) SFT loss, as ``modeling_xllmx_dimoo.py`` computes it.
+
+    ``loss`` = mean CE over every labelled position of the (0-padded) batch, image and text pooled,
+    no 1/t: the only optimised quantity. For logging, per row: BOA = first ``<answer>``, EOA = the
+    first ``</answer>`` after it (else the row end), BOI/EOI = the first image begin/end inside the
+    answer; ``image_loss`` = mean CE over every non-newline position strictly between BOI and EOI
+    (unmasked image tokens included, with CE 0); ``text_loss`` = mean CE over the labelled
+    positions strictly between EOI and EOA.
+    """
+    ce = cross_entropy(logits, labels)
+    labelled = labels != IGNORE
+    loss = jnp.sum(ce) / jnp.maximum(jnp.sum(labelled), 1)
+    length = input_ids.shape[-1]
+    pos = jnp.arange(length)
+    row_end = jnp.full(input_ids.shape[:-1], length)
+    boa = _first(input_ids == tokens["boa"], row_end)
+    eoa = _first((input_ids == tokens["eoa"]) & (pos > boa[:, None]), row_end)
+    in_answer = (pos >= boa[:, None]) & (pos < eoa[:, None])
+    boi = _first((input_ids == tokens["boi"]) & in_answer, row_end)
+    eoi = _first((input_ids == tokens["eoi"]) & (pos > boi[:, None]), row_end)
+    image_positions = (pos > boi[:, None]) & (pos < eoi[:, None]) & (input_ids != tokens["newline"])
+    text_positions = (pos > eoi[:, None]) & (pos < eoa[:, None]) & labelled
+    mean_over = lambda where: jnp.sum(jnp.where(where, ce, 0.0)) / jnp.maximum(jnp.sum(where), 1)
+    return {"loss": loss, "image_loss": mean_over(image_positions), "text_loss": mean_over(text_positions),
+            "image_positions": image_positions, "text_positions": text_positions}

@@ -88,3 +88,29 @@ def test_mmada_pretrain_losses():
 def test_mask_ratio_is_the_double_cosine():
     t = np.array([0.25, 0.5, 0.75, 0.9], np.float32)
     np.testing.assert_allclose(parallel_mask_ratio(t, 0.0), [0.119, 0.444, 0.825, 0.970], atol=1e-3)
+
+
+def test_dimoo_sft_loss():
+    """MMaDA-Parallel-A: pooled token-mean CE, the logged image/text parts and their position sets."""
+    from mmada_jax.losses import dimoo_sft_loss
+    g = load_npz(golden_path("losses/a_sft.npz"))
+    model, config = load_model(golden_path("dimoo_tiny"))
+    assert config.kind == "dimoo"
+
+    def losses(m):
+        return dimoo_sft_loss(m(g["a__input_ids"]), g["a__input_ids"], g["a__labels"], config.tokens)
+    out = losses(model)
+    np.testing.assert_array_equal(np.asarray(out["image_positions"]), g["a__image_loss_positions"])
+    np.testing.assert_array_equal(np.asarray(out["text_positions"]), g["a__text_loss_positions"])
+    for name in ("loss", "text_loss", "image_loss"):
+        np.testing.assert_allclose(float(out[name]), g[f"a__{name}"], rtol=RTOL, err_msg=name)
+    grads = nnx.grad(lambda m: losses(m)["loss"])(model)
+    norm = np.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(nnx.to_pure_dict(grads))))
+    np.testing.assert_allclose(norm, g["a__grad_norm"], rtol=RTOL)
+    want = load_file(str(golden_path("losses/a_sft_grads.safetensors")))
+    grads = nnx.to_pure_dict(grads)
+    for m in llada_param_maps(config):
+        ours = np.asarray(grads[m.path[0]])
+        for i, key in enumerate(m.sources):
+            np.testing.assert_allclose(m.to_hf(ours[i] if m.stacked else ours), want[key], atol=1e-5, rtol=1e-4,
+                                       err_msg=key)
