@@ -96,3 +96,18 @@ def test_hf_config_export_without_a_source():
     back = ModelConfig.from_hf_config(hf)
     assert (back.d_model, back.n_layers, back.vocab_size, back.tokens.mask_id) == (
         config.d_model, config.n_layers, config.vocab_size, config.tokens.mask_id)
+
+
+@pytest.mark.golden
+@pytest.mark.parametrize("name", ["mmada_parallel_a", "lumina_dimoo"])
+def test_parallel_a_configs(name):
+    """The -A token table is its own (126084 is <end-of-line> there, <|soi|> in -M) and the tiny
+    golden -A model uses the same table shifted like the -M one."""
+    config = ModelConfig.from_yaml(f"configs/{name}.yaml")
+    assert config.kind == "dimoo" and config.vocab_size == 126356 + 8192
+    assert config.num_params() == 8_081_805_312
+    assert config.tokens["newline"] == 126084 == TokenIds.mmada(0)["soi"]
+    tiny = ModelConfig.from_hf_dir(golden_path("dimoo_tiny")).tokens
+    shift = config.tokens.mask_id - tiny.mask_id
+    assert {k: v - shift for k, v in config.tokens.special.items()} == tiny.special
+    assert config.tokens.image_offset - shift == tiny.image_offset
