@@ -3,6 +3,7 @@
 * :func:`llada_generate` - LLaDA block semi-autoregressive text generation (text and MMU).
 * :func:`t2i_generate` - MaskGIT text-to-image.
 * :func:`parallel_generate` - MMaDA-Parallel-M joint text + image generation.
+* :func:`generate_ti2ti` - MMaDA-Parallel-A (Lumina-DiMOO) joint text + image generation.
 """
 
 from .common import Randomness, as_randomness
@@ -10,5 +11,7 @@ from .llada import llada_generate
 from .maskgit import t2i_generate
 from .parallel import parallel_generate
 from .runner import SamplerOutput
+from .ti2ti import generate_ti2ti
 
-__all__ = ["Randomness", "SamplerOutput", "as_randomness", "llada_generate", "parallel_generate", "t2i_generate"]
+__all__ = ["Randomness", "SamplerOutput", "as_randomness", "generate_ti2ti", "llada_generate", "parallel_generate",
+           "t2i_generate"]

@@ -168,13 +168,15 @@ class Randomness:
     ``keys`` holds one key per batch row, so row b of a batch draws exactly what a single run
     with ``keys[b]`` draws. Tape arrays are indexed by step (``u_text_gumbel`` [S, B, L, V],
     ``u_text_random`` [S, B, L]) or by image step (``u_multinomial`` [S_img, B*N], ``u_gumbel``
-    [S_img, B, N]); a stream not on the tape is drawn from the keys.
+    [S_img, B, N], Gaussian ``randn_remask`` [S_img, B, N]); ``randint_fill`` (integer codes for
+    image positions still masked at the end) is a flat list consumed in order. A stream not on
+    the tape is drawn from the keys.
     """
 
     keys: jax.Array | None = None
     tape: Mapping[str, np.ndarray] | None = None
 
-    STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel")
+    STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel", "randn_remask", "randint_fill")
 
     def uniform(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
         """Uniforms in (0, 1) of ``shape`` (leading axis = batch) for step/image-step ``index``."""
@@ -189,6 +191,28 @@ class Randomness:
             key = jax.random.fold_in(jax.random.fold_in(key, stream_id), index)
             return jax.random.uniform(key, shape[1:], dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
         return jax.vmap(row)(self.keys)
+
+    def normal(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
+        """Standard normal draws of ``shape`` (leading axis = batch) for step/image-step ``index``."""
+        if self.tape is not None and stream in self.tape:
+            recorded = jnp.asarray(self.tape[stream])
+            return jax.lax.dynamic_index_in_dim(recorded, index, keepdims=False).reshape(shape).astype(dtype)
+        if self.keys is None:
+            raise ValueError(f"no PRNG key and no recorded {stream!r} to replay")
+        stream_id = self.STREAMS.index(stream)
+
+        def row(key):
+            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, stream_id), index), shape[1:], dtype)
+        return jax.vmap(row)(self.keys)
+
+    def integers(self, stream: str, shape, maxval: int) -> jax.Array:
+        """Uniform integers in [0, maxval) of ``shape`` (leading axis = batch), drawn once per run
+        from the keys. (A recorded tape of this stream is consumed by the caller in order.)"""
+        if self.keys is None:
+            raise ValueError(f"no PRNG key to draw {stream!r}")
+        stream_id = self.STREAMS.index(stream)
+        return jax.vmap(lambda key: jax.random.randint(jax.random.fold_in(key, stream_id), shape[1:], 0, maxval))(
+            self.keys)
 
 
 def as_randomness(seed=None, batch: int = 1, tape: Mapping[str, np.ndarray] | None = None) -> Randomness:

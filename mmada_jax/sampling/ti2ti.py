@@ -1,0 +1,252 @@
+"""MMaDA-Parallel-A's joint sampler (``generate_ti2ti``): thinking-aware image editing, the masked
+reasoning text and the masked output image denoised together in one ``lax.scan``.
+
+The sequence is the layout of :mod:`mmada_jax.prompting_a`: ``[cond input | <boa> <boi> grid
+<eoi> MASK*T <eoa>]``, the output grid being ``grid_h`` rows of ``grid_w`` MASK tokens and a
+NEWLINE. Each of the ``S`` text steps runs one conditional forward (no attention mask) and:
+
+* text (no guidance): ``x0 = argmax(l + text_temperature * Gumbel)`` over the FULL vocabulary
+  (as the reference; ``restrict_text_to_text_ids`` limits it to text ids), confidence = the
+  un-noised softmax probability of ``x0``; the ``k_s`` most confident masked positions receive
+  ``x0``, ``k_s = rem - int(M (1 - (s+1)/S))`` (``M`` masked text tokens at the start);
+* image, at the steps ``round(linspace(S//4, S-1, timesteps))``, from the SAME conditional logits
+  (taken before the text update): two unconditional rows are made from the CURRENT sequence (after
+  the text update) by overwriting its prefix with the uncond-text / uncond-image prefixes, and
+  ``guided = cond + cfg_scale (cond - uncond_text) + cfg_img (cond - uncond_img)`` over the
+  codebook columns drives a MaskGIT update: a categorical draw (argmax at temperature 0), known
+  codes kept, and the ``mask_len = clamp(floor(N cos(pi/2 (s+1)/S)), 1, #unknown - 1)`` lowest of
+  ``log(p + 1e-10) + temperature (1 - (s+1)/S) * z`` (``z`` Gaussian) re-masked.
+
+After the loop image positions still MASK (always exactly one with the reference schedule, since
+``mask_len >= 1``) get a uniform random code (``final_fill='random'``, the reference) or the
+last step's draw at that position (``final_fill='sampled'``, which avoids a random token in the
+output image). Spec: ``shared/spec/mmada_a.md`` §4.2; golden: ``shared/golden/samplers_a``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .common import (F32_MAX, as_randomness, categorical_from_uniform, exact_default, first_argmax,
+                     image_step_indices, mask_ratio_schedule, softmax_confidence, top_k_mask)
+from .runner import SamplerOutput, run_scan
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    text_start: int
+    text_end: int
+    num_image_tokens: int
+    cfg_scale: float
+    cfg_img: float
+    temperature: float
+    text_temperature: float
+    remasking: str
+    restrict_text: bool
+    offset: int
+    codebook_size: int
+    mask_id: int
+    uncond_text_len: int
+    uncond_image_len: int
+    exact: bool
+    trajectory: bool
+
+    @property
+    def run_uncond(self) -> bool:
+        return self.cfg_scale > 0 or self.cfg_img > 0
+
+
+def _text_update(logits, region, k, gumbel_index, rnd, st: _Static, step):
+    """One confidence-ordered unmasking step of the text region [B, T] from ``logits`` [B, T, V]."""
+    is_mask = region == st.mask_id
+    if st.restrict_text:
+        col = jnp.arange(logits.shape[-1])
+        logits = jnp.where((col < st.offset) & (col != st.mask_id), logits, -jnp.inf)
+    noisy = logits
+    if st.text_temperature > 0:
+        u = rnd.uniform("u_text_gumbel", gumbel_index, logits.shape, jnp.float32)
+        noisy = logits + st.text_temperature * -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
+    x0 = first_argmax(noisy)
+    if st.remasking == "low_confidence":
+        conf = softmax_confidence(logits, x0, st.exact)
+    else:
+        conf = rnd.uniform("u_text_random", step, x0.shape)
+    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
+    return jnp.where(transfer, x0, region)
+
+
+def _step(model, carry, xs, consts, rnd, st: _Static):
+    x, gumbel_index, j, last_sampled = carry
+    s, k, is_image_step, cap, temp = xs
+    b = x.shape[0]
+    n, kk, off = st.num_image_tokens, st.codebook_size, st.offset
+    pos = consts["image_positions"]
+    cols = (off, off + kk)
+    hidden, _ = model.encode(x)
+
+    # text: no guidance, full vocabulary
+    text_logits = model.head(hidden, positions=jnp.arange(st.text_start, st.text_end)).astype(jnp.float32)
+    region = x[:, st.text_start:st.text_end]
+    any_mask = jnp.any(region == st.mask_id)
+    x = x.at[:, st.text_start:st.text_end].set(_text_update(text_logits, region, k, gumbel_index, rnd, st, s))
+    if st.text_temperature > 0:
+        gumbel_index = gumbel_index + any_mask.astype(jnp.int32)
+
+    def update_image(ops):
+        x, j, _ = ops
+        cond = model.head(hidden, positions=pos, vocab_range=cols).astype(jnp.float32)
+        current = x[:, pos]
+        unknown = current == st.mask_id
+        prev = jnp.clip(current - off, 0, kk - 1)
+        if st.run_uncond:
+            rows = jnp.concatenate([x.at[:, :st.uncond_text_len].set(consts["uncon_text"]),
+                                    x.at[:, :st.uncond_image_len].set(consts["uncon_image"])], axis=0)
+            uncond, _ = model.encode(rows)
+            uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
+            uncond_text, uncond_img = uncond[:b], uncond[b:]
+        else:
+            uncond_text = uncond_img = jnp.zeros_like(cond)
+        guided = cond
+        if st.cfg_scale != 0:
+            guided = guided + st.cfg_scale * (cond - uncond_text)
+        if st.cfg_img != 0:
+            guided = guided + st.cfg_img * (cond - uncond_img)
+        probs = jax.nn.softmax(guided, axis=-1)
+        if st.temperature == 0:
+            sampled = first_argmax(probs)
+        else:
+            u = rnd.uniform("u_multinomial", j, (b, n), jnp.float64 if st.exact else jnp.float32)
+            sampled = categorical_from_uniform(probs, u, st.exact)
+        sampled = jnp.clip(jnp.where(unknown, sampled, prev), 0, kk - 1)
+        selected = jnp.take_along_axis(probs, sampled[..., None], axis=-1)[..., 0]
+        selected = jnp.where(unknown, selected, F32_MAX)
+        n_unknown = unknown.sum(-1).astype(jnp.int32)
+        mask_len = jnp.clip(jnp.maximum(1, jnp.minimum(n_unknown - 1, cap)), 0, n - 1)
+        z = rnd.normal("randn_remask", j, (b, n))
+        confidence = jnp.log(selected + 1e-10) + temp * z
+        masking = top_k_mask(-confidence, mask_len)  # the mask_len lowest (stable ascending order)
+        new = jnp.where(masking, st.mask_id, sampled + off).astype(jnp.int32)
+        return x.at[:, pos].set(new), j + 1, sampled
+
+    x, j, last_sampled = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, j, last_sampled))
+    return (x, gumbel_index, j, last_sampled), (x if st.trajectory else None)
+
+
+def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_start: int, seq_len: int,
+                   newline_every: int, text_steps: int = 100, timesteps: int = 100, temperature: float = 1.0,
+                   text_temperature: float = 0.7, cfg_scale: float = 0.0, cfg_img: float = 4.0,
+                   uncon_text=None, uncon_image=None, remasking: str = "low_confidence",
+                   schedule: str = "cosine", restrict_text_to_text_ids: bool = False,
+                   final_fill: str = "random", seed=0, tape=None, exact: bool | None = None,
+                   return_trajectory: bool = False) -> SamplerOutput:
+    """Jointly generate the reasoning text and the edited image (MMaDA-Parallel-A).
+
+    Args:
+      input_ids: the full sequence(s) [L] or [B, L] (``TI2TIPrompt.full_input_ids``); every row
+        shares the layout.
+      text_start, text_end, image_start, seq_len, newline_every: the layout
+        (``TI2TIPrompt.indices``); the image region is ``[image_start, image_start + N + N //
+        newline_every)``, its non-NEWLINE positions the N codes.
+      text_steps: S (one conditional forward each); timesteps: how many of them update the image.
+      temperature: image sampling temperature (0: argmax); it scales the remasking noise, it
+        never divides the logits. text_temperature: Gumbel scale of the text argmax (0: greedy).
+      cfg_scale, cfg_img: text- and image-condition guidance of the image; the unconditional rows
+        (two extra forwards per image step) run when either is > 0.
+      uncon_text, uncon_image: the prefixes [Lt] / [Li] (or one per row) written over the start of
+        the current sequence to make the unconditional rows (None: no overwrite).
+      remasking: ``low_confidence`` or ``random`` (text); schedule: image mask-ratio schedule.
+      restrict_text_to_text_ids: argmax the text over text ids only (not image ids, not MASK).
+      final_fill: ``random`` (reference) or ``sampled`` for the image positions still masked.
+      seed: int, PRNG key or one key per row; tape: recorded noise to replay (``u_text_gumbel``
+        [draws, B, T, V], ``u_multinomial`` [S_img, B*N], ``randn_remask`` [S_img, B, N],
+        ``randint_fill`` [#left masked]); exact: float64 sampling arithmetic (default: not on TPU).
+    Returns ``ids`` (the final sequences; positions still masked stay MASK with ``random``),
+    ``image_codes`` [B, N] (codes 0..K-1, every position filled), ``text_ids`` [B, T] (the text
+    region; the reference returns its non-MASK entries) and, with ``return_trajectory``, the
+    sequence after every step [S, B, L].
+    """
+    x = np.asarray(input_ids, np.int32)
+    x = x[None] if x.ndim == 1 else x
+    b, length = x.shape
+    t = model.config.tokens
+    mask, newline, off, kk = t.mask_id, t["newline"], t.image_offset, t.codebook_size
+    if remasking not in ("low_confidence", "random"):
+        raise ValueError(f"remasking must be 'low_confidence' or 'random', got {remasking!r}")
+    if final_fill not in ("random", "sampled"):
+        raise ValueError(f"final_fill must be 'random' or 'sampled', got {final_fill!r}")
+    if not 0 <= text_start < text_end <= length:
+        raise ValueError(f"text region [{text_start}, {text_end}) outside a sequence of {length}")
+    image_end = image_start + seq_len + seq_len // newline_every
+    if image_end > length:
+        raise ValueError(f"image region [{image_start}, {image_end}) outside a sequence of {length}")
+    positions = image_start + np.flatnonzero(x[0, image_start:image_end] != newline)
+    if len(positions) != seq_len:
+        raise ValueError(f"expected {seq_len} image positions in [{image_start}, {image_end}), got {len(positions)}")
+    if length > model.config.max_sequence_length:
+        raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
+
+    consts = {"image_positions": positions.astype(np.int32)}
+    lens = []
+    for name, prefix in (("uncon_text", uncon_text), ("uncon_image", uncon_image)):
+        p = np.zeros((b, 0), np.int32) if prefix is None else np.asarray(prefix, np.int32)
+        p = np.broadcast_to(p[None] if p.ndim == 1 else p, (b, p.shape[-1])).copy()
+        if p.shape[1] > length:
+            raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
+        consts[name] = p
+        lens.append(p.shape[1])
+
+    # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
+    k = np.zeros((text_steps, b), np.int32)
+    for row in range(b):
+        total = int((x[row, text_start:text_end] == mask).sum())
+        rem = total
+        for s in range(text_steps):
+            take = max(0, rem - int(total * (1 - (s + 1) / text_steps)))
+            k[s, row] = take
+            rem -= take
+    is_image = np.isin(np.arange(text_steps), image_step_indices(text_steps, timesteps))
+    caps = np.floor(np.float32(seq_len) * mask_ratio_schedule(text_steps, schedule)).astype(np.int32)
+    temps = np.asarray([temperature * (1.0 - (s + 1) / text_steps) for s in range(text_steps)], np.float32)
+
+    exact = exact_default() if exact is None else exact
+    static = _Static(text_start, text_end, seq_len, float(cfg_scale), float(cfg_img), float(temperature),
+                     float(text_temperature), remasking, restrict_text_to_text_ids, off, kk, mask, lens[0], lens[1],
+                     exact, return_trajectory)
+    rnd = as_randomness(seed, b, tape)
+    xs = (np.arange(text_steps, dtype=np.int32), k, is_image, caps, temps)
+    init = (x, np.int32(0), np.int32(0), np.zeros((b, seq_len), np.int32))
+    (final, _, _, last_sampled), traj = run_scan(model, _step, static, init, xs, consts, rnd, exact)
+    final = np.array(final)
+
+    # image codes; positions still masked get a fill code (position order, row-major)
+    image = final[:, positions]
+    left = image == mask
+    codes = np.clip(image - off, 0, kk - 1).astype(np.int32)
+    if left.any():
+        if final_fill == "sampled":
+            codes[left] = np.asarray(last_sampled)[left]
+            final[:, positions] = np.where(left, codes + off, image)
+        elif rnd.tape is not None and "randint_fill" in rnd.tape:
+            recorded = np.asarray(rnd.tape["randint_fill"]).reshape(-1)
+            if recorded.size < left.sum():
+                raise ValueError(f"randint_fill holds {recorded.size} codes, {int(left.sum())} needed")
+            codes[left] = recorded[:left.sum()]
+        else:
+            draws = np.asarray(rnd.integers("randint_fill", (b, seq_len), kk))
+            codes[left] = draws[left]
+    return SamplerOutput(ids=final, image_codes=codes, text_ids=final[:, text_start:text_end],
+                         trajectory=None if traj is None else np.asarray(traj))
+
+
+def generate_from_prompt(model, prompt, **settings) -> SamplerOutput:
+    """:func:`generate_ti2ti` on a :class:`~mmada_jax.prompting_a.TI2TIPrompt` (layout and
+    unconditional prefixes taken from it)."""
+    i = prompt.indices
+    settings.setdefault("uncon_text", prompt.uncon_input_text)
+    settings.setdefault("uncon_image", prompt.uncon_input_image)
+    return generate_ti2ti(model, prompt.full_input_ids, text_start=i.text_start, text_end=i.text_end,
+                          image_start=i.image_start, seq_len=i.seq_len, newline_every=i.newline_every, **settings)
