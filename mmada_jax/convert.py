@@ -310,6 +310,26 @@ def _copy_side_files(src: Path, dst: Path) -> None:
             shutil.copy2(f, dst / f.name)
 
 
+def _open_checked(src: Path, kind: str | None, dtype: str | None):
+    """(kind, config dir, typed config, tensor source, param maps, target numpy dtype) of a HF
+    checkpoint, after checking the whole conversion plan against the file headers."""
+    spec, cdir, hf = resolve_kind(src, kind)
+    config = spec.read_config(cdir, hf)
+    source = TensorSource(cdir)
+    maps = spec.param_maps(config)
+    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
+    target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
+    return spec, cdir, config, source, maps, target
+
+
+def _clear_destination(dst: Path, overwrite: bool) -> None:
+    """Refuse to write into a non-empty ``dst`` unless ``overwrite`` (then empty it)."""
+    if dst.exists() and any(dst.iterdir()):
+        if not overwrite:
+            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
+        shutil.rmtree(dst)
+
+
 def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = None,
                      dtype: str | None = None, overwrite: bool = False,
                      log: Callable[[str], None] = print, flush_bytes: int = 512 * 1024**2):
@@ -317,22 +337,14 @@ def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = Non
     from orbax.checkpoint.experimental.v1 import partial
 
     src, dst = Path(src), Path(dst)
-    spec, cdir, hf = resolve_kind(src, kind)
-    config = spec.read_config(cdir, hf)
-    source = TensorSource(cdir)
-    maps = spec.param_maps(config)
-    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
-    target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
+    spec, cdir, config, source, maps, target = _open_checked(src, kind, dtype)
     dtype_name = {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(target))
     if dtype_name is None:
         raise CheckpointError(f"{cdir}: weights are {target}; pass --dtype float32|bfloat16")
     fields = {f.name for f in dataclasses.fields(config)}
     config = dataclasses.replace(config, **{k: dtype_name for k in ("param_dtype", "dtype") if k in fields})
 
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
-        shutil.rmtree(dst)
+    _clear_destination(dst, overwrite)
     dst.mkdir(parents=True, exist_ok=True)
     log(f"converting {cdir} ({source.format}, kind {spec.name}, {len(source.keys())} tensors) "
         f"-> {dst} as {dtype_name}")
@@ -418,10 +430,7 @@ def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
     src, dst = Path(src), Path(dst)
     config = load_config(src)
     spec = KINDS[config.kind]
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
-        shutil.rmtree(dst)
+    _clear_destination(dst, overwrite)
     out_dir = dst / spec.subfolder if spec.subfolder else dst
     maps = spec.param_maps(config)
     abstract = spec.abstract_params(config)
@@ -479,12 +488,7 @@ def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
 
 def params_from_hf(src: str | Path, *, kind: str | None = None, dtype: str | None = None):
     """(config, {path: numpy array}) read from a HF directory in memory (no Orbax round trip)."""
-    spec, cdir, hf = resolve_kind(Path(src), kind)
-    config = spec.read_config(cdir, hf)
-    source = TensorSource(cdir)
-    maps = spec.param_maps(config)
-    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
-    target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
+    _, _, config, source, maps, target = _open_checked(Path(src), kind, dtype)
     params = {m.path: assemble(source, m, target) for m in maps}
     source.close()
     return config, params

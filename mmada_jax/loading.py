@@ -78,7 +78,7 @@ def load_model(path: str | Path, dtype=None, *, mesh: Mesh | None = None, kind: 
         values = {}
         for (key,), array in params.items():
             want = target[key]
-            array = np.asarray(array).astype(want.dtype)
+            array = np.asarray(array).astype(want.dtype, copy=False)
             values[key] = jax.device_put(array, shardings[key] if shardings else None)
     nnx.replace_by_pure_dict(state, values)
     return nnx.merge(graphdef, state), config

@@ -45,6 +45,10 @@ REMAT_POLICIES = {
 }
 
 
+def _precision(c: ModelConfig):
+    return jax.lax.Precision.HIGHEST if c.matmul_precision == "highest" else None
+
+
 def _dtype(name: str):
     return jnp.dtype(name)
 
@@ -118,7 +122,7 @@ class LLaDAModel(nnx.Module):
         """Final-norm hidden states [B, L, d] (and the per-block inputs when asked)."""
         c = self.config
         dt = _dtype(c.dtype)
-        precision = jax.lax.Precision.HIGHEST if c.matmul_precision == "highest" else None
+        precision = _precision(c)
         input_ids = constrain(jnp.asarray(input_ids), ("batch", "length"))
         x = jnp.take(self.wte[...], input_ids, axis=0).astype(dt)
         x = constrain(x, ("batch", "length", "act_embed"))
@@ -141,7 +145,7 @@ class LLaDAModel(nnx.Module):
              vocab_range: tuple[int, int] | None = None) -> jax.Array:
         """Logits from final hidden states, optionally at ``positions`` / over ``vocab_range``."""
         c = self.config
-        precision = jax.lax.Precision.HIGHEST if c.matmul_precision == "highest" else None
+        precision = _precision(c)
         if positions is not None:
             positions = jnp.asarray(positions)
             if positions.ndim == 1:

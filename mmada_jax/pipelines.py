@@ -265,12 +265,14 @@ def run_text(pipe: Pipeline, requests: list[Request], out_dir, *, mmu: bool = Fa
 
     def run_one(start, chunk):
         prompts = []
-        for r in chunk:
+        if mmu:
+            pixels = pipe.vq.load_images([r.image for r in chunk], size=size)
+            codes = np.asarray(pipe.vq.encode(pixels))
+        for i, r in enumerate(chunk):
             chat = _fit(pipe.tokenizer.chat(r.prompt, thinking), max_prompt_tokens, f"prompt {r.prompt[:40]!r}",
                         truncate, log)
             if mmu:
-                codes = np.asarray(pipe.vq.encode(pipe.vq.load_images([r.image], size=size)))[0]
-                head = [t["mmu"], t["soi"]] + (codes + t.image_offset).tolist() + [t["eoi"]]
+                head = [t["mmu"], t["soi"]] + (codes[i] + t.image_offset).tolist() + [t["eoi"]]
                 chat = head + chat
             prompts.append(np.asarray(chat, np.int32))
         if len({len(p) for p in prompts}) > 1:
@@ -286,9 +288,7 @@ def run_text(pipe: Pipeline, requests: list[Request], out_dir, *, mmu: bool = Fa
                 frames = _trajectory_frames(pipe, out.trajectory[:, i], 0, 0, None, len(prompts[i]),
                                             "mmu" if mmu else "text")
             record = dict(sampler="mmu" if mmu else "text", seed=seed, row_key=start + i, **settings, **pipe.paths)
-            image_u8 = None
-            if mmu:
-                image_u8 = pipe.vq.to_uint8(pipe.vq.load_images([r.image], size=size))[0]
+            image_u8 = pipe.vq.to_uint8(pixels[i:i + 1])[0] if mmu else None
             records.append(_write(out_dir, start + i, r, record, text, image_u8, frames))
         return records
 

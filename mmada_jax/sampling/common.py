@@ -140,16 +140,23 @@ def softmax_confidence(logits: jax.Array, ids: jax.Array, exact: bool = True) ->
 
 
 def unmask_by_confidence(logits: jax.Array, current: jax.Array, k: jax.Array, *, mask_id: int,
-                         temperature: float, remasking: str, rnd: "Randomness", index, exact: bool) -> jax.Array:
+                         temperature: float, remasking: str, rnd: "Randomness", index, exact: bool,
+                         gumbel=gumbel_from_uniform, gumbel_index=None, gumbel_dtype=None) -> jax.Array:
     """One LLaDA text step on a region: predict every position (argmax, with Gumbel noise when
     ``temperature > 0``), then write the prediction at the ``k`` [B] masked positions ranked
     highest by ``remasking`` (``low_confidence``: softmax probability of the un-noised logits;
-    ``random``: uniform noise). ``logits`` [B, T, V], ``current`` [B, T]."""
+    ``random``: uniform noise). ``logits`` [B, T, V], ``current`` [B, T].
+
+    The Gumbel noise is ``gumbel(u)`` of the ``u_text_gumbel`` uniforms at ``gumbel_index``
+    (default ``index``), drawn in ``gumbel_dtype`` (default float64 when ``exact``): samplers whose
+    reference computes it differently (-A: float32, ``-log(-log(u + 1e-10) + 1e-10)``, counted
+    only over the steps that draw it) pass their own."""
     is_mask = current == mask_id
     noisy = logits
     if temperature > 0:
-        u = rnd.uniform("u_text_gumbel", index, logits.shape, jnp.float64 if exact else jnp.float32)
-        noisy = logits.astype(u.dtype) + temperature * gumbel_from_uniform(u)
+        dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
+        u = rnd.uniform("u_text_gumbel", index if gumbel_index is None else gumbel_index, logits.shape, dtype)
+        noisy = logits.astype(u.dtype) + temperature * gumbel(u)
     x0 = first_argmax(noisy)
     if remasking == "low_confidence":
         conf = softmax_confidence(logits, x0, exact)
@@ -178,32 +185,27 @@ class Randomness:
 
     STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel", "randn_remask", "randint_fill")
 
-    def uniform(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
-        """Uniforms in (0, 1) of ``shape`` (leading axis = batch) for step/image-step ``index``."""
+    def _draw(self, stream: str, index, shape, dtype, sample) -> jax.Array:
+        """The recorded ``stream`` at ``index``, else ``sample(key, shape[1:], dtype)`` per row
+        with the row's key folded with the stream and the index."""
         if self.tape is not None and stream in self.tape:
             recorded = jnp.asarray(self.tape[stream])
             return jax.lax.dynamic_index_in_dim(recorded, index, keepdims=False).reshape(shape).astype(dtype)
         if self.keys is None:
             raise ValueError(f"no PRNG key and no recorded {stream!r} to replay")
         stream_id = self.STREAMS.index(stream)
+        return jax.vmap(lambda key: sample(jax.random.fold_in(jax.random.fold_in(key, stream_id), index),
+                                           shape[1:], dtype))(self.keys)
 
-        def row(key):
-            key = jax.random.fold_in(jax.random.fold_in(key, stream_id), index)
-            return jax.random.uniform(key, shape[1:], dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
-        return jax.vmap(row)(self.keys)
+    def uniform(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
+        """Uniforms in (0, 1) of ``shape`` (leading axis = batch) for step/image-step ``index``."""
+        def sample(key, shape, dtype):
+            return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+        return self._draw(stream, index, shape, dtype, sample)
 
     def normal(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
         """Standard normal draws of ``shape`` (leading axis = batch) for step/image-step ``index``."""
-        if self.tape is not None and stream in self.tape:
-            recorded = jnp.asarray(self.tape[stream])
-            return jax.lax.dynamic_index_in_dim(recorded, index, keepdims=False).reshape(shape).astype(dtype)
-        if self.keys is None:
-            raise ValueError(f"no PRNG key and no recorded {stream!r} to replay")
-        stream_id = self.STREAMS.index(stream)
-
-        def row(key):
-            return jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, stream_id), index), shape[1:], dtype)
-        return jax.vmap(row)(self.keys)
+        return self._draw(stream, index, shape, dtype, jax.random.normal)
 
     def integers(self, stream: str, shape, maxval: int) -> jax.Array:
         """Uniform integers in [0, maxval) of ``shape`` (leading axis = batch), drawn once per run

@@ -58,15 +58,14 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
     n, m = st.num_image_tokens, st.text_len
     guided = st.text_cfg != 0 or st.image_cfg != 0
     rows = x
-    mask = consts.get("attention_mask")
+    mask = consts.get("attention_mask")            # present only when rows are left-padded
     position_ids = consts.get("position_ids")
     if guided:
         rows = jnp.concatenate([x, jnp.concatenate([consts["uncond"], x[:, st.input_len:]], axis=1)], axis=0)
-        if st.padded:
-            mask = jnp.concatenate([mask, consts["uncond_attention_mask"]], axis=0)
-            position_ids = jnp.concatenate([position_ids, consts["uncond_position_ids"]], axis=0)
-    hidden, _ = model.encode(rows, mask if st.padded else None, mask_mode="hard",
-                             position_ids=position_ids if st.padded else None)
+        if st.padded:   # an unconditional row is as long as its conditional twin: same padding
+            mask = jnp.concatenate([mask, mask], axis=0)
+            position_ids = jnp.concatenate([position_ids, position_ids], axis=0)
+    hidden, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
 
     # text: confidence-ordered unmasking of a fixed count per step
     text_pos = length - m + jnp.arange(m, dtype=jnp.int32)
@@ -167,8 +166,7 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, text_l
     if padded:
         real = np.stack([np.r_[np.zeros(lc - len(r), np.int32), np.ones(len(r) + out.shape[1], np.int32)]
                          for r in cond_rows])
-        consts.update(attention_mask=real, position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32),
-                      uncond_attention_mask=real, uncond_position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32))
+        consts.update(attention_mask=real, position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32))
     exact = exact_default() if exact is None else exact
     k = num_transfer_tokens(np.asarray([text_len - 1]), text_steps)[0]
     is_image = np.isin(np.arange(text_steps), image_step_indices(text_steps, image_steps))

@@ -66,13 +66,18 @@ def _signature(tree):
     return jax.tree.structure(tree), tuple(one(a) for a in jax.tree.leaves(tree))
 
 
+def _arguments(model, init_carry, steps_xs, consts, randomness: Randomness):
+    """(graphdef, the jitted program's arguments) of one sampler run."""
+    graphdef, state = nnx.split(model)
+    tape = dict(randomness.tape) if randomness.tape is not None else None
+    return graphdef, (state, init_carry, steps_xs, consts, randomness.keys, tape)
+
+
 def run_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, randomness: Randomness,
              exact: bool):
     """(final carry, stacked per-step outputs), as numpy arrays. Programs are compiled ahead of
     time once per (step function, settings, input shapes) and reused."""
-    graphdef, state = nnx.split(model)
-    tape = dict(randomness.tape) if randomness.tape is not None else None
-    args = (state, init_carry, steps_xs, consts, randomness.keys, tape)
+    graphdef, args = _arguments(model, init_carry, steps_xs, consts, randomness)
     with jax.enable_x64(exact):
         key = (graphdef, step_fn, static, exact, _signature(args))
         if key not in _COMPILED:
@@ -87,8 +92,6 @@ def run_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, ran
 def lower_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, randomness: Randomness,
                exact: bool):
     """The lowered program of a sampler run (for compile-size checks and AOT compilation)."""
-    graphdef, state = nnx.split(model)
-    tape = dict(randomness.tape) if randomness.tape is not None else None
+    graphdef, args = _arguments(model, init_carry, steps_xs, consts, randomness)
     with jax.enable_x64(exact):
-        return jax.jit(_program(graphdef, step_fn, static)).lower(
-            state, init_carry, steps_xs, consts, randomness.keys, tape)
+        return jax.jit(_program(graphdef, step_fn, static)).lower(*args)

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .common import (F32_MAX, as_randomness, categorical_from_uniform, exact_default, first_argmax,
-                     image_step_indices, mask_ratio_schedule, softmax_confidence, top_k_mask)
+                     image_step_indices, mask_ratio_schedule, top_k_mask, unmask_by_confidence)
 from .runner import SamplerOutput, run_scan
 
 
@@ -60,23 +60,9 @@ class _Static:
         return self.cfg_scale > 0 or self.cfg_img > 0
 
 
-def _text_update(logits, region, k, gumbel_index, rnd, st: _Static, step):
-    """One confidence-ordered unmasking step of the text region [B, T] from ``logits`` [B, T, V]."""
-    is_mask = region == st.mask_id
-    if st.restrict_text:
-        col = jnp.arange(logits.shape[-1])
-        logits = jnp.where((col < st.offset) & (col != st.mask_id), logits, -jnp.inf)
-    noisy = logits
-    if st.text_temperature > 0:
-        u = rnd.uniform("u_text_gumbel", gumbel_index, logits.shape, jnp.float32)
-        noisy = logits + st.text_temperature * -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
-    x0 = first_argmax(noisy)
-    if st.remasking == "low_confidence":
-        conf = softmax_confidence(logits, x0, st.exact)
-    else:
-        conf = rnd.uniform("u_text_random", step, x0.shape)
-    transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
-    return jnp.where(transfer, x0, region)
+def _gumbel(u):
+    """-A's text Gumbel noise: -log(-log(u + 1e-10) + 1e-10)."""
+    return -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
 
 
 def _step(model, carry, xs, consts, rnd, st: _Static):
@@ -92,7 +78,13 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
     text_logits = model.head(hidden, positions=jnp.arange(st.text_start, st.text_end)).astype(jnp.float32)
     region = x[:, st.text_start:st.text_end]
     any_mask = jnp.any(region == st.mask_id)
-    x = x.at[:, st.text_start:st.text_end].set(_text_update(text_logits, region, k, gumbel_index, rnd, st, s))
+    if st.restrict_text:   # option: text ids only (the reference lets image and mask ids win)
+        col = jnp.arange(text_logits.shape[-1])
+        text_logits = jnp.where((col < st.offset) & (col != st.mask_id), text_logits, -jnp.inf)
+    region = unmask_by_confidence(text_logits, region, k, mask_id=st.mask_id, temperature=st.text_temperature,
+                                  remasking=st.remasking, rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel,
+                                  gumbel_index=gumbel_index, gumbel_dtype=jnp.float32)
+    x = x.at[:, st.text_start:st.text_end].set(region)
     if st.text_temperature > 0:
         gumbel_index = gumbel_index + any_mask.astype(jnp.int32)
 

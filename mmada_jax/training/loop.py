@@ -118,13 +118,14 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     total_len = 2 * (num_image_tokens + 2) + 1 + 2 * config.text_len
     meter = _Meter(config, train_flops(model_config, num_image_tokens, config.text_len, total_len), total_len,
                    start, say)
-    jitted = None
+    jitted = b_shardings = None
     rows = []
     metrics_file = open(out_dir / "metrics.jsonl", "a") if is_main else None
     try:
         for step in range(start + 1, config.steps + 1):
             local = _stack_micro(next(iterator), config.grad_accum)
-            b_shardings = batch_shardings(local, mesh)
+            if b_shardings is None:   # every batch has the same shapes
+                b_shardings = batch_shardings(local, mesh)
             batch = {k: jax.make_array_from_process_local_data(b_shardings[k], v) for k, v in local.items()}
             if jitted is None:
                 t = time.perf_counter()

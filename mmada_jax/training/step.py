@@ -49,8 +49,8 @@ def state_shardings_for(params: dict, params_shardings: dict, config: TrainConfi
     """Shardings of a whole train state: params by the logical rules, the optimizer's per-parameter
     moments like their parameters, its scalars and the step/key replicated."""
     replicated = NamedSharding(mesh, P())
-    abstract_opt = jax.eval_shape(optimizer(config).init, params)
-    opt = optax.tree_map_params(optimizer(config), lambda _, s: s, abstract_opt, params_shardings,
+    tx = optimizer(config)
+    opt = optax.tree_map_params(tx, lambda _, s: s, jax.eval_shape(tx.init, params), params_shardings,
                                 transform_non_params=lambda _: replicated)
     return {"params": params_shardings, "opt_state": opt, "step": replicated, "key": replicated}
 
