@@ -127,7 +127,7 @@ def overwrite_prefix(sequence: np.ndarray, prefix: np.ndarray) -> np.ndarray:
 def ti2ti_prompt(tokens: TokenIds, system_ids: Sequence[int], instruction_ids: Sequence[int],
                  input_image_codes: np.ndarray, *, grid: tuple[int, int], text_gen_length: int,
                  bos: bool = True) -> TI2TIPrompt:
-    """Build the thinking-aware editing sequences.
+    """Build the thinking-aware editing sequences from id lists (tags from ``tokens``).
 
     Args:
       tokens: the checkpoint's token ids (``dimoo_tokens``).
@@ -137,18 +137,34 @@ def ti2ti_prompt(tokens: TokenIds, system_ids: Sequence[int], instruction_ids: S
       text_gen_length: T, the masked reasoning-text budget.
       bos: whether the tokenizer prepends BOS (the reference's does).
     """
+    prompt = system_user_prompt(tokens, system_ids, instruction_ids, bos)
+    uncon = system_user_prompt(tokens, system_ids, [tokens["uncondition"]], bos)
+    return ti2ti_layout(tokens, prompt, uncon, input_image_codes, grid=grid, text_gen_length=text_gen_length)
+
+
+def ti2ti_layout(tokens: TokenIds, prompt_ids: Sequence[int], uncon_text_ids: Sequence[int],
+                 input_image_codes: np.ndarray, *, grid: tuple[int, int], text_gen_length: int,
+                 eoa_ids: Sequence[int] | None = None) -> TI2TIPrompt:
+    """The editing sequences from the tokenized turns, as ``inference.py`` builds them:
+    ``prompt_ids`` = ``tokenizer("<system>S</system><user>I</user>")``, ``uncon_text_ids`` = the
+    same with ``<uncondition>`` as the instruction, ``eoa_ids`` =
+    ``tokenizer("</answer>", add_special_tokens=False)`` (default: the table's ``</answer>``)."""
     grid_h, grid_w = (int(g) for g in grid)
     if grid_h < 1 or grid_w < 1 or text_gen_length < 1:
         raise ValueError(f"need a non-empty output grid and text budget, got grid {grid}, T {text_gen_length}")
-    prompt = system_user_prompt(tokens, system_ids, instruction_ids, bos)
-    uncon = system_user_prompt(tokens, system_ids, [tokens["uncondition"]], bos)
+    prompt = np.asarray(_ids(prompt_ids), np.int32)
+    uncon = np.asarray(_ids(uncon_text_ids), np.int32)
+    if len(prompt) < 2 or len(uncon) < 2:
+        raise ValueError("the tokenized prompt and unconditional prompt need at least two tokens "
+                         "(the image goes before the last one, </user>)")
     image = image_tokens_with_breaks(tokens, input_image_codes)
     con_input = np.concatenate([prompt[:-1], image, prompt[-1:]]).astype(np.int32)
     uncon_text = np.concatenate([uncon[:-1], image, uncon[-1:]]).astype(np.int32)
     mask, newline = tokens.mask_id, tokens["newline"]
     grid_rows = np.concatenate([np.full((grid_h, grid_w), mask), np.full((grid_h, 1), newline)], axis=1)
+    eoa = [tokens["eoa"]] if eoa_ids is None else _ids(eoa_ids)
     answer = np.asarray([tokens["boa"], tokens["boi"], *grid_rows.reshape(-1), tokens["eoi"],
-                         *([mask] * text_gen_length), tokens["eoa"]], np.int32)
+                         *([mask] * text_gen_length), *eoa], np.int32)
     full = np.concatenate([con_input, answer]).astype(np.int32)
     code_start = len(con_input)
     image_start = code_start + 2

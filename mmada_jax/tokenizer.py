@@ -24,6 +24,13 @@ SPECIAL_STRINGS = {
     "start_header": "<|start_header_id|>", "end_header": "<|end_header_id|>", "eot_id": "<|eot_id|>",
     "mask": "<|mdm_mask|>",
 }
+# MMaDA-Parallel-A / Lumina-DiMOO tag strings (spec mmada_a.md §3; the same names as ``dimoo_tokens``)
+DIMOO_SPECIAL_STRINGS = {
+    "bos": "<|startoftext|>", "eos": "<|endoftext|>", "newline": "<end-of-line>", "answer_pad": "<|answer_pad|>",
+    "system": "<system>", "end_system": "</system>", "user": "<user>", "end_user": "</user>", "boi": "<IMAGE>",
+    "eoi": "</IMAGE>", "uncondition": "<uncondition>", "boa": "<answer>", "eoa": "</answer>",
+    "mask": "<|mdm_mask|>",
+}
 THINKING_PREFIX = ("You should first think about the reasoning process in the mind and then provide the user "
                    "with the answer. The reasoning process is enclosed within <think> </think> tags, i.e. "
                    "<think> reasoning process here </think> answer here\n")
@@ -46,6 +53,11 @@ class TextTokenizer:
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
         ids = [int(i) for i in ids if 0 <= int(i) < len(self.hf) and int(i) != self.tokens.mask_id]
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """``tokenizer(text)`` with its special tokens, as MMaDA-Parallel-A's scripts call it (BOS
+        prepended when the tokenizer adds one; tags such as ``<system>`` are single special tokens)."""
+        return list(self.hf(text)["input_ids"])
 
     def chat(self, question: str, thinking: bool = False) -> list[int]:
         """The MMaDA app/generate chat template with the generation prompt:
@@ -70,6 +82,10 @@ def load_tokenizer(path: str | Path, config: ModelConfig) -> TextTokenizer:
     except Exception as e:  # noqa: BLE001 - transformers raises many kinds
         raise CheckpointError(f"{path}: cannot load the tokenizer: {e}") from None
     tokens = config.tokens
+    if config.kind == "dimoo" and len(hf) > tokens.image_offset:
+        raise CheckpointError(
+            f"tokenizer {path} has {len(hf)} tokens but the checkpoint's image codes start at id "
+            f"{tokens.image_offset} (text_vocab_size): its ids would collide with image tokens")
     if config.kind == "mmada" and len(hf) != tokens.image_offset:
         raise CheckpointError(
             f"tokenizer {path} has {len(hf)} tokens but the checkpoint puts image code 0 at id "
@@ -85,14 +101,19 @@ def load_tokenizer(path: str | Path, config: ModelConfig) -> TextTokenizer:
 
 def build_char_tokenizer(tokens: TokenIds, out_dir: str | Path, size: int | None = None) -> Path:
     """Write a character-level tokenizer of ``size`` (default: ``tokens.image_offset``) entries
-    with every special id of ``tokens`` at its place; printable ASCII fills the free low ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    with every special id of ``tokens`` at its place; printable ASCII fills the free low ids.
+
+    For a MMaDA-Parallel-A layout (``tokens`` has the ``system`` tag) the special strings are
+    the -A tags and ``tokenizer(text)`` prepends BOS, as the -A scripts assume."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     size = size or tokens.image_offset
+    dimoo = "system" in tokens.special
+    strings = DIMOO_SPECIAL_STRINGS if dimoo else SPECIAL_STRINGS
     special = {name: tokens.mask_id if name == "mask" else tokens.special[name]
-               for name in SPECIAL_STRINGS if name == "mask" or name in tokens.special}
-    vocab: dict[str, int] = {SPECIAL_STRINGS[name]: i for name, i in special.items() if i < size}
+               for name in strings if name == "mask" or name in tokens.special}
+    vocab: dict[str, int] = {strings[name]: i for name, i in special.items() if i < size}
     taken = set(vocab.values())
     free = (i for i in range(size) if i not in taken)
     for ch in [chr(c) for c in range(32, 127)] + ["\n", "\t"]:
@@ -102,10 +123,13 @@ def build_char_tokenizer(tokens: TokenIds, out_dir: str | Path, size: int | None
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tok.decoder = decoders.Fuse()
-    extra = [SPECIAL_STRINGS[n] for n in special if n not in ("bos", "eos", "mask")]
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL_STRINGS["bos"],
-                                   eos_token=SPECIAL_STRINGS["eos"], pad_token=SPECIAL_STRINGS["eos"],
-                                   mask_token=SPECIAL_STRINGS["mask"], unk_token="?",
+    if dimoo:
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{strings['bos']} $A", pair=f"{strings['bos']} $A $B", special_tokens=[(strings["bos"], tokens.bos_id)])
+    extra = [strings[n] for n in special if n not in ("bos", "eos", "mask")]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=strings["bos"],
+                                   eos_token=strings["eos"], pad_token=strings["eos"],
+                                   mask_token=strings["mask"], unk_token="?",
                                    additional_special_tokens=extra)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -27,12 +27,14 @@ from .common import Randomness
 @dataclasses.dataclass
 class SamplerOutput:
     """``ids``: final sequences [B, L]; ``trajectory``: the sequences after every step [S, B, L]
-    (when asked); ``image_codes`` [B, N] and ``text_ids`` [B, T] for samplers that produce them."""
+    (when asked); ``image_codes`` [B, N] and ``text_ids`` [B, T] for samplers that produce them;
+    ``pads`` [B]: leading pad tokens of each row, for samplers that left-pad."""
 
     ids: np.ndarray
     trajectory: np.ndarray | None = None
     image_codes: np.ndarray | None = None
     text_ids: np.ndarray | None = None
+    pads: np.ndarray | None = None
 
 
 def _program(graphdef, step_fn: Callable, static) -> Callable:

@@ -21,11 +21,18 @@ After the loop image positions still MASK (always exactly one with the reference
 ``mask_len >= 1``) get a uniform random code (``final_fill='random'``, the reference) or the
 last step's draw at that position (``final_fill='sampled'``, which avoids a random token in the
 output image). Spec: ``shared/spec/mmada_a.md`` §4.2; golden: ``shared/golden/samplers_a``.
+
+Batches: :func:`generate_from_prompt` takes several prompts whose instructions (or input-image
+grids) differ in length. Rows are left-padded; the pads are hard-masked out of attention and the
+RoPE positions shifted, and each row's unconditional prefixes are written at its own offset (as
+full-length overlays), so row b computes what it computes alone with ``keys[b]``. Unpadded
+batches run without any attention mask, as the reference.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +57,7 @@ class _Static:
     offset: int
     codebook_size: int
     mask_id: int
-    uncond_text_len: int
-    uncond_image_len: int
+    padded: bool
     exact: bool
     trajectory: bool
 
@@ -72,7 +78,9 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
     n, kk, off = st.num_image_tokens, st.codebook_size, st.offset
     pos = consts["image_positions"]
     cols = (off, off + kk)
-    hidden, _ = model.encode(x)
+    mask = consts.get("attention_mask")            # present only when rows are left-padded
+    position_ids = consts.get("position_ids")
+    hidden, _ = model.encode(x, mask, mask_mode="hard", position_ids=position_ids)
 
     # text: no guidance, full vocabulary
     text_logits = model.head(hidden, positions=jnp.arange(st.text_start, st.text_end)).astype(jnp.float32)
@@ -95,9 +103,11 @@ def _step(model, carry, xs, consts, rnd, st: _Static):
         unknown = current == st.mask_id
         prev = jnp.clip(current - off, 0, kk - 1)
         if st.run_uncond:
-            rows = jnp.concatenate([x.at[:, :st.uncond_text_len].set(consts["uncon_text"]),
-                                    x.at[:, :st.uncond_image_len].set(consts["uncon_image"])], axis=0)
-            uncond, _ = model.encode(rows)
+            # the current sequence with each prefix written over its start (per-row overlays)
+            rows = jnp.concatenate([jnp.where(consts["uncon_text_on"], consts["uncon_text"], x),
+                                    jnp.where(consts["uncon_image_on"], consts["uncon_image"], x)], axis=0)
+            twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
+            uncond, _ = model.encode(rows, twice(mask), mask_mode="hard", position_ids=twice(position_ids))
             uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
             uncond_text, uncond_img = uncond[:b], uncond[b:]
         else:
@@ -164,6 +174,30 @@ def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_st
     x = np.asarray(input_ids, np.int32)
     x = x[None] if x.ndim == 1 else x
     b, length = x.shape
+    overlays = {}
+    for name, prefix in (("uncon_text", uncon_text), ("uncon_image", uncon_image)):
+        p = np.zeros((b, 0), np.int32) if prefix is None else np.asarray(prefix, np.int32)
+        p = np.broadcast_to(p[None] if p.ndim == 1 else p, (b, p.shape[-1]))
+        if p.shape[1] > length:
+            raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
+        overlays[name] = np.zeros((b, length), np.int32)
+        overlays[name][:, :p.shape[1]] = p
+        overlays[f"{name}_on"] = np.broadcast_to(np.arange(length) < p.shape[1], (b, length)).copy()
+    return _generate(model, x, overlays, None, text_start=text_start, text_end=text_end, image_start=image_start,
+                     seq_len=seq_len, newline_every=newline_every, text_steps=text_steps, timesteps=timesteps,
+                     temperature=temperature, text_temperature=text_temperature, cfg_scale=cfg_scale,
+                     cfg_img=cfg_img, remasking=remasking, schedule=schedule,
+                     restrict_text_to_text_ids=restrict_text_to_text_ids, final_fill=final_fill, seed=seed,
+                     tape=tape, exact=exact, return_trajectory=return_trajectory)
+
+
+def _generate(model, x, overlays, pads, *, text_start, text_end, image_start, seq_len, newline_every, text_steps,
+              timesteps, temperature, text_temperature, cfg_scale, cfg_img, remasking, schedule,
+              restrict_text_to_text_ids, final_fill, seed, tape, exact, return_trajectory) -> SamplerOutput:
+    """:func:`generate_ti2ti` on rows ``x`` [B, L] sharing one layout, the unconditional rows given
+    as overlays (``uncon_text`` [B, L] written where ``uncon_text_on``, same for ``uncon_image``),
+    ``pads`` [B] left-padding lengths (None: no padding, no attention mask)."""
+    b, length = x.shape
     t = model.config.tokens
     mask, newline, off, kk = t.mask_id, t["newline"], t.image_offset, t.codebook_size
     if remasking not in ("low_confidence", "random"):
@@ -181,15 +215,11 @@ def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_st
     if length > model.config.max_sequence_length:
         raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
 
-    consts = {"image_positions": positions.astype(np.int32)}
-    lens = []
-    for name, prefix in (("uncon_text", uncon_text), ("uncon_image", uncon_image)):
-        p = np.zeros((b, 0), np.int32) if prefix is None else np.asarray(prefix, np.int32)
-        p = np.broadcast_to(p[None] if p.ndim == 1 else p, (b, p.shape[-1])).copy()
-        if p.shape[1] > length:
-            raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
-        consts[name] = p
-        lens.append(p.shape[1])
+    consts = dict(overlays, image_positions=positions.astype(np.int32))
+    padded = pads is not None and bool(np.any(pads))
+    if padded:
+        real = (np.arange(length)[None] >= np.asarray(pads)[:, None]).astype(np.int32)
+        consts.update(attention_mask=real, position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32))
 
     # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
     k = np.zeros((text_steps, b), np.int32)
@@ -206,7 +236,7 @@ def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_st
 
     exact = exact_default() if exact is None else exact
     static = _Static(text_start, text_end, seq_len, float(cfg_scale), float(cfg_img), float(temperature),
-                     float(text_temperature), remasking, restrict_text_to_text_ids, off, kk, mask, lens[0], lens[1],
+                     float(text_temperature), remasking, restrict_text_to_text_ids, off, kk, mask, padded,
                      exact, return_trajectory)
     rnd = as_randomness(seed, b, tape)
     xs = (np.arange(text_steps, dtype=np.int32), k, is_image, caps, temps)
@@ -234,11 +264,44 @@ def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_st
                          trajectory=None if traj is None else np.asarray(traj))
 
 
-def generate_from_prompt(model, prompt, **settings) -> SamplerOutput:
-    """:func:`generate_ti2ti` on a :class:`~mmada_jax.prompting_a.TI2TIPrompt` (layout and
-    unconditional prefixes taken from it)."""
-    i = prompt.indices
-    settings.setdefault("uncon_text", prompt.uncon_input_text)
-    settings.setdefault("uncon_image", prompt.uncon_input_image)
-    return generate_ti2ti(model, prompt.full_input_ids, text_start=i.text_start, text_end=i.text_end,
-                          image_start=i.image_start, seq_len=i.seq_len, newline_every=i.newline_every, **settings)
+# generate_from_prompt's defaults are generate_ti2ti's
+_DEFAULTS = {name: p.default for name, p in inspect.signature(generate_ti2ti).parameters.items()
+             if p.kind is p.KEYWORD_ONLY and p.default is not p.empty and name not in ("uncon_text", "uncon_image")}
+
+
+def generate_from_prompt(model, prompts, **settings) -> SamplerOutput:
+    """:func:`generate_ti2ti` on one :class:`~mmada_jax.prompting_a.TI2TIPrompt` or a list of them
+    (layout and unconditional prefixes taken from each). The prompts of a batch must share the
+    answer (output grid, text budget); their instructions and input images may differ in length:
+    rows are left-padded (see the module docstring). The returned ``ids`` (and trajectory) are
+    the padded rows; ``pads`` [B] says how many leading pad tokens each has."""
+    from ..prompting_a import TI2TIPrompt
+    prompts = [prompts] if isinstance(prompts, TI2TIPrompt) else list(prompts)
+    if not prompts:
+        raise ValueError("no prompts")
+    answer = lambda p: (len(p.full_input_ids) - p.indices.code_start, p.indices.grid_h, p.indices.grid_w,
+                        p.indices.text_end - p.indices.text_start)
+    for p in prompts[1:]:
+        if answer(p) != answer(prompts[0]):
+            raise ValueError(f"the prompts of a batch must share the output grid and text budget; got "
+                             f"(answer length, grid_h, grid_w, T) {answer(prompts[0])} and {answer(p)}")
+    for name in ("uncon_text", "uncon_image"):
+        if name in settings:
+            raise ValueError(f"{name} comes from the prompts here; call generate_ti2ti to give your own")
+    length = max(len(p.full_input_ids) for p in prompts)
+    pads = np.asarray([length - len(p.full_input_ids) for p in prompts], np.int32)
+    pad_id = model.config.tokens.pad_id
+    x = np.full((len(prompts), length), pad_id, np.int32)
+    overlays = {k: np.zeros((len(prompts), length), v) for k, v in
+                (("uncon_text", np.int32), ("uncon_text_on", bool), ("uncon_image", np.int32), ("uncon_image_on", bool))}
+    for row, (p, pad) in enumerate(zip(prompts, pads)):
+        x[row, pad:] = p.full_input_ids
+        for name, prefix in (("uncon_text", p.uncon_input_text), ("uncon_image", p.uncon_input_image)):
+            stop = min(length, pad + len(prefix))
+            overlays[name][row, pad:stop] = prefix[:stop - pad]
+            overlays[f"{name}_on"][row, pad:stop] = True
+    i = prompts[int(np.argmin(pads))].indices     # a row without padding: its indices are the batch's
+    settings = {**_DEFAULTS, **settings}
+    out = _generate(model, x, overlays, pads, text_start=i.text_start, text_end=i.text_end, image_start=i.image_start,
+                    seq_len=i.seq_len, newline_every=i.newline_every, **settings)
+    return dataclasses.replace(out, pads=pads)
