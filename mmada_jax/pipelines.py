@@ -145,21 +145,22 @@ def _write(out_dir: Path, index: int, request: Request, record: dict, text: str,
     return record
 
 
-def _trajectory_frames(pipe: Pipeline, traj: np.ndarray, image_start: int, n: int, grid, text_start: int,
+def _trajectory_frames(pipe: Pipeline, traj: np.ndarray, image_positions, grid, text_region: slice | None,
                        title: str, max_frames: int = 24):
-    """Frames of one sample's trajectory [S, L]: image decoded at chosen steps beside the text."""
+    """Frames of one sample's trajectory [S, L]: the image (codes at ``image_positions``, masked
+    cells grey) decoded at chosen steps beside the text region."""
     t = pipe.config.tokens
     steps = frame_steps(traj.shape[0], max_frames)
-    region = traj[steps, image_start:image_start + n] if n else None
     frames = []
-    if n:
+    if image_positions is not None:
+        region = traj[steps][:, np.asarray(image_positions)]
         masked = region == t.mask_id
         codes = np.where(masked, 0, region - t.image_offset).clip(0, t.codebook_size - 1)
         pixels = pipe.vq.to_uint8(pipe.vq.decode(codes, grid=grid))
     for j, s in enumerate(steps):
-        text = tokens_to_text(traj[s, text_start:], lambda i: pipe.tokenizer.decode([i], False), t.mask_id) \
-            if text_start is not None else ""
-        if n:
+        text = tokens_to_text(traj[s, text_region], lambda i: pipe.tokenizer.decode([i], False), t.mask_id) \
+            if text_region is not None else ""
+        if image_positions is not None:
             image = masked_image(pixels[j], masked[j].reshape(grid))
         else:
             from PIL import Image
@@ -171,7 +172,8 @@ def _trajectory_frames(pipe: Pipeline, traj: np.ndarray, image_start: int, n: in
 def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution: int | None = None,
                  text_len: int = 256, text_steps: int = 128, image_steps: int = 30, text_cfg: float = 0.0,
                  image_cfg: float = 4.0, text_guidance: str = "reference", text_temperature: float = 0.0,
-                 image_temperature: float = 1.0, max_prompt_tokens: int = 256, truncate: bool = False,
+                 image_temperature: float = 1.0, remasking: str = "low_confidence", max_prompt_tokens: int = 256,
+                 truncate: bool = False,
                  batch_size: int = 1, seed: int = 0, trajectory: bool = False, log=print) -> list[dict]:
     """MMaDA-Parallel-M thinking-aware editing: input image + instruction -> reasoning + image."""
     t = pipe.config.tokens
@@ -180,7 +182,7 @@ def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution
     n = grid[0] * grid[1]
     settings = dict(num_image_tokens=n, text_len=text_len, text_steps=text_steps, image_steps=image_steps,
                     text_cfg=text_cfg, image_cfg=image_cfg, text_guidance=text_guidance,
-                    text_temperature=text_temperature, image_temperature=image_temperature)
+                    text_temperature=text_temperature, image_temperature=image_temperature, remasking=remasking)
     for r in requests:
         if r.image is None:
             raise ValueError(f"request {r.id or r.prompt[:40]!r}: the parallel (editing) sampler needs an input image")
@@ -202,9 +204,86 @@ def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution
         lc = out.ids.shape[1] - (n + 2 + text_len)
         for i, r in enumerate(chunk):
             text = pipe.tokenizer.decode(out.text_ids[i])
-            frames = (_trajectory_frames(pipe, out.trajectory[:, i], lc + 1, n, grid, out.ids.shape[1] - text_len,
-                                         "parallel") if trajectory else None)
+            frames = (_trajectory_frames(pipe, out.trajectory[:, i], np.arange(lc + 1, lc + 1 + n), grid,
+                                         slice(out.ids.shape[1] - text_len, None), "parallel") if trajectory else None)
             record = dict(sampler="parallel", seed=seed, row_key=start + i, resolution=size, **settings,
+                          **pipe.paths, image_codes=out.image_codes[i].tolist())
+            records.append(_write(out_dir, start + i, r, record, text, images[i], frames))
+        return records
+
+    return _run_batches(requests, batch_size, text_steps, log, run_one)
+
+
+#: the system turn of MMaDA-Parallel-A's editing prompt (its ``inference.py``)
+A_SYSTEM_PROMPT = "Generate an image applying the following editing instruction based on the original image."
+
+
+def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int = 512, width: int = 512,
+              timesteps: int = 64, text_steps: int = 128, text_gen_length: int = 256, cfg_scale: float = 0.0,
+              cfg_img: float = 4.0, temperature: float = 1.0, text_temperature: float = 0.0,
+              remasking: str = "low_confidence", system_prompt: str = A_SYSTEM_PROMPT, input_size: int = 512,
+              random_crop: bool = False, restrict_text_to_text_ids: bool = False, final_fill: str = "random",
+              batch_size: int = 1, seed: int = 0, trajectory: bool = False, log=print) -> list[dict]:
+    """MMaDA-Parallel-A thinking-aware editing (``inference.py``): input image + instruction ->
+    reasoning + output image of ``height`` x ``width``. The input is cropped to about
+    ``input_size``^2 with the reference's aspect-ratio buckets (centred; ``random_crop`` draws the
+    offset from Python's ``random`` seeded with ``seed``, as the reference). Requests of one batch
+    may differ in prompt length and input aspect ratio (rows are left-padded)."""
+    import random
+
+    from .prompting_a import output_grid, ti2ti_layout
+    from .sampling.ti2ti import generate_from_prompt
+
+    t = pipe.config.tokens
+    if pipe.config.kind != "dimoo":
+        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; the -A sampler needs "
+                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
+    if pipe.vq is None or pipe.vq.kind != "amused":
+        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
+                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
+    grid = output_grid(height, width)
+    for r in requests:
+        if r.image is None:
+            raise ValueError(f"request {r.id or r.prompt[:40]!r}: the editing sampler needs an input image")
+    settings = dict(text_steps=text_steps, timesteps=timesteps, temperature=temperature,
+                    text_temperature=text_temperature, cfg_scale=cfg_scale, cfg_img=cfg_img, remasking=remasking,
+                    restrict_text_to_text_ids=restrict_text_to_text_ids, final_fill=final_fill)
+    uncon_ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user><uncondition></user>")
+    eoa_ids = pipe.tokenizer.encode("</answer>")
+    log(f"ti2ti (MMaDA-Parallel-A): {len(requests)} request(s), output {height}x{width} ({grid[0]}x{grid[1]} codes), "
+        f"text budget {text_gen_length}, {text_steps} steps ({timesteps} with image updates)")
+    out_dir = Path(out_dir)
+    max_len = pipe.config.max_sequence_length
+
+    def run_one(start, chunk):
+        prompts, input_grids = [], []
+        for i, r in enumerate(chunk):
+            rng = random.Random(seed) if random_crop else None
+            pixels = np.asarray(pipe.vq.load_image(r.image, size=input_size, rng=rng))
+            codes = np.asarray(pipe.vq.encode(pixels[None]))[0]
+            input_grids.append(pipe.vq.grid(*pixels.shape[:2]))
+            prompt_ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user>{r.prompt}</user>")
+            p = ti2ti_layout(t, prompt_ids, uncon_ids, codes.reshape(input_grids[-1]), grid=grid,
+                             text_gen_length=text_gen_length, eoa_ids=eoa_ids)
+            if len(p.full_input_ids) > max_len:
+                raise ValueError(f"request {r.id or r.prompt[:40]!r}: the sequence would have {len(p.full_input_ids)} "
+                                 f"tokens ({len(prompt_ids)} prompt, {len(p.input_img_token)} input image), more "
+                                 f"than the model's max_sequence_length {max_len}; shorten the prompt or the "
+                                 f"text budget, or lower --input-size")
+            prompts.append(p)
+        out = generate_from_prompt(pipe.model, prompts, seed=_row_keys(seed, start, len(chunk)),
+                                   return_trajectory=trajectory, **settings)
+        images = pipe.vq.to_uint8(pipe.vq.decode(out.image_codes, grid=grid))
+        records = []
+        for i, (r, p) in enumerate(zip(chunk, prompts)):
+            pad, ind = int(out.pads[i]), p.indices
+            text = pipe.tokenizer.decode(out.text_ids[i])
+            frames = (_trajectory_frames(pipe, out.trajectory[:, i], p.image_position_mapping + pad, grid,
+                                         slice(ind.text_start + pad, ind.text_end + pad), "ti2ti")
+                      if trajectory else None)
+            record = dict(sampler="ti2ti", model="MMaDA-Parallel-A", seed=seed, row_key=start + i, height=height,
+                          width=width, text_gen_length=text_gen_length, **settings, system_prompt=system_prompt,
+                          input_size=input_size, random_crop=random_crop, input_grid=list(input_grids[i]),
                           **pipe.paths, image_codes=out.image_codes[i].tolist())
             records.append(_write(out_dir, start + i, r, record, text, images[i], frames))
         return records
@@ -234,7 +313,8 @@ def run_t2i(pipe: Pipeline, requests: list[Request], out_dir, *, resolution: int
         images = pipe.vq.to_uint8(pipe.vq.decode(out.image_codes, grid=grid))
         records = []
         for i, r in enumerate(chunk):
-            frames = (_trajectory_frames(pipe, out.trajectory[:, i], ids.shape[1] - n - 1, n, grid, None, "t2i")
+            start_i = ids.shape[1] - n - 1
+            frames = (_trajectory_frames(pipe, out.trajectory[:, i], np.arange(start_i, start_i + n), grid, None, "t2i")
                       if trajectory else None)
             record = dict(sampler="t2i", seed=seed, row_key=start + i, resolution=size, **settings, **pipe.paths,
                           image_codes=out.image_codes[i].tolist())
@@ -285,7 +365,7 @@ def run_text(pipe: Pipeline, requests: list[Request], out_dir, *, mmu: bool = Fa
             text = pipe.tokenizer.decode(out.text_ids[i])
             frames = None
             if trajectory:
-                frames = _trajectory_frames(pipe, out.trajectory[:, i], 0, 0, None, len(prompts[i]),
+                frames = _trajectory_frames(pipe, out.trajectory[:, i], None, None, slice(len(prompts[i]), None),
                                             "mmu" if mmu else "text")
             record = dict(sampler="mmu" if mmu else "text", seed=seed, row_key=start + i, **settings, **pipe.paths)
             image_u8 = pipe.vq.to_uint8(pixels[i:i + 1])[0] if mmu else None

@@ -113,3 +113,59 @@ def test_parallel_on_a_mesh_matches_one_device(tmp_path):
     a = json.loads((tmp_path / "one/0000/record.json").read_text())
     b = json.loads((tmp_path / "mesh/0000/record.json").read_text())
     assert a["image_codes"] == b["image_codes"] and a["text"] == b["text"]
+
+
+A_SMALL = ("--height", 64, "--width", 48, "--timesteps", 4, "--text_steps", 8, "--text_gen_length", 16,
+           "--input-size", 64)
+
+
+def test_parallel_a_end_to_end(tmp_path):
+    """MMaDA-Parallel-A with the reference's flag names: PNG of --height x --width (the decoding
+    of the recorded codes), text, record and trajectory GIF."""
+    from mmada_jax.vq import load_vq
+    golden_path("dimoo_tiny")
+    out = _run("parallel", "--model", "a", *A_SMALL, "--cfg_scale", 1.0, "--cfg_img", 4.0, "--temperature", 1.0,
+               "--text_temperature", 0.5, "--seed", 42, "--text_block_length", 8, "--trajectory",
+               "--output_dir", tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "dimoo_tiny" in out.stdout and "ignored" in out.stdout and "steps/s" in out.stdout
+    record = _check_outputs(tmp_path / "0000")
+    assert record["sampler"] == "ti2ti" and record["timesteps"] == 4 and record["cfg_scale"] == 1.0
+    assert (record["height"], record["width"]) == (64, 48) and len(record["image_codes"]) == 4 * 3
+    png = np.asarray(Image.open(tmp_path / "0000/image.png"))
+    assert png.shape == (64, 48, 3)
+    vq = load_vq(golden_path("amused_vq_tiny"))
+    decoded = vq.to_uint8(vq.decode(np.asarray([record["image_codes"]]), grid=(4, 3)))[0]
+    np.testing.assert_array_equal(png, decoded)
+
+
+def test_parallel_a_batch_equals_single(tmp_path):
+    """Requests of different prompt lengths and input aspect ratios: batch 3 = batch 1."""
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 90, 3), dtype=np.uint8)).save(wide)
+    demo = ROOT / "tests/fixtures/demo_input.png"
+    lines = [{"prompt": "Make it night.", "image": str(demo), "id": "night"},
+             {"prompt": "Add a red door to the little house", "image": str(wide), "id": "door"},
+             {"prompt": "Snow.", "image": str(wide), "id": "snow"}]
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
+    runs = {}
+    for size in (3, 1):
+        out = _run("parallel", "--model", "a", "--prompts", tmp_path / "p.jsonl", *A_SMALL, "--cfg_scale", 2.0,
+                   "--text_temperature", 0.7, "--seed", 3, "--batch-size", size, "--out", tmp_path / str(size))
+        assert out.returncode == 0, out.stderr
+        runs[size] = {x["id"]: json.loads((tmp_path / str(size) / x["id"] / "record.json").read_text()) for x in lines}
+    assert runs[3]["door"]["input_grid"] != runs[3]["night"]["input_grid"]
+    for name in runs[1]:
+        assert runs[3][name]["image_codes"] == runs[1][name]["image_codes"], name
+        assert runs[3][name]["text"] == runs[1][name]["text"], name
+
+
+def test_parallel_a_bad_inputs(tmp_path):
+    out = _run("parallel", "--model", "a", "--text-cfg", 2.0, "--out", tmp_path)
+    assert out.returncode == 2 and "--text-cfg" in out.stderr and "only for MMaDA-Parallel-M" in out.stderr
+    out = _run("parallel", "--height", 64, "--out", tmp_path)
+    assert out.returncode == 2 and "--height" in out.stderr and "only for MMaDA-Parallel-A" in out.stderr
+    out = _run("parallel", "--checkpoint", golden_path("dimoo_tiny"), "--model", "m", "--out", tmp_path)
+    assert out.returncode == 2 and "'dimoo'" in out.stderr
+    out = _run("parallel", "--model", "a", *A_SMALL[:4], "--text_gen_length", 4000, "--out", tmp_path)
+    assert out.returncode == 2 and "max_sequence_length" in out.stderr and "Make the sky" in out.stderr
