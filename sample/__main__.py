@@ -143,7 +143,7 @@ def _defaults(args) -> None:
         if getattr(args, "image", "absent") is None:
             args.image = [str(tiny["image"])]
     args.tokenizer = args.tokenizer or args.checkpoint
-    if args.vq is None and args.command == "parallel" and (args.checkpoint / "vqvae").is_dir():
+    if args.command == "parallel" and args.vq is None and (args.checkpoint / "vqvae").is_dir():
         args.vq = args.checkpoint     # MMaDA-Parallel-A ships its VQ as the checkpoint's vqvae/ folder
 
 
