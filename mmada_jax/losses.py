@@ -1,5 +1,6 @@
-"""Training objectives of MMaDA-Parallel-M (parallel SFT) and base MMaDA (t2i / lm / mmu), exactly
-as the reference computes them (spec mmada_m.md §5).
+"""Training objectives of MMaDA-Parallel-M (parallel SFT), base MMaDA (t2i / lm / mmu) and
+MMaDA-Parallel-A (Lumina-DiMOO SFT), exactly as the references compute them (spec mmada_m.md §5,
+mmada_a.md §5).
 
 Parallel SFT (``train_interleave.py``): one mask ratio per row shared by text and image,
 ``m = cos(pi/2 * max(cos(pi/2 * t), eps))`` (a double cosine, increasing in t) with
@@ -191,3 +192,124 @@ def dimoo_sft_loss(logits: jax.Array, input_ids: jax.Array, labels: jax.Array, t
     mean_over = lambda where: jnp.sum(jnp.where(where, ce, 0.0)) / jnp.maximum(jnp.sum(where), 1)
     return {"loss": loss, "image_loss": mean_over(image_positions), "text_loss": mean_over(text_positions),
             "image_positions": image_positions, "text_positions": text_positions}
+
+
+# ----------------------------------------------------------------------------- MMaDA-Parallel-A
+
+
+class DimooSFTInputs(NamedTuple):
+    input_ids: jax.Array        # [B, W] the sequences, right-padded with 0 (the reference's pad)
+    labels: jax.Array           # [B, W] -100 except at masked image / text positions
+    valid: jax.Array            # [B, W] False on the padding
+    answer_start: jax.Array     # [B] position of <answer> (BOA): the loss lives at [start, start + P)
+    answer_len: int             # P, static: every position a label can sit at is in the window
+
+
+def dimoo_sft_random_draws(key: jax.Array, batch: int, num_image_tokens: int, text_len: int) -> dict[str, jax.Array]:
+    """The uniform draws of one -A SFT batch: condition dropout, and per row an independent
+    mask-ratio draw and a random order for the output image and for the answer text."""
+    keys = jax.random.split(key, 5)
+    u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32)
+    return {"rand_dropout": u(keys[0], (batch,)), "rand_image_r": u(keys[1], (batch,)),
+            "rand_image_order": u(keys[2], (batch, num_image_tokens)), "rand_text_r": u(keys[3], (batch,)),
+            "rand_text_order": u(keys[4], (batch, text_len))}
+
+
+def _mask_codes(r: jax.Array, order: jax.Array, length: jax.Array) -> jax.Array:
+    """The reference's ``mask_codes`` on each row's first ``length`` slots: ratio = cos(pi/2 r)
+    (1 when the list has at most 5 tokens), ``max(1, int(length * ratio))`` positions masked, the
+    ones with the smallest ``order`` values (a uniformly random subset)."""
+    ratio = jnp.where(length <= 5, 1.0, jnp.cos(r.astype(jnp.float32) * jnp.float32(math.pi / 2)))
+    count = jnp.maximum(1, jnp.floor(length.astype(jnp.float32) * ratio)).astype(jnp.int32)
+    inside = jnp.arange(order.shape[-1]) < length[:, None]
+    rank = jnp.argsort(jnp.argsort(jnp.where(inside, order, 2.0), axis=-1, stable=True), axis=-1, stable=True)
+    return inside & (rank < count[:, None])
+
+
+def _with_newlines(codes: jax.Array, grid_w: int, newline: int) -> jax.Array:
+    """[B, h * w] -> [B, h * (w + 1)]: NEWLINE after every row (the last one too)."""
+    b, n = codes.shape
+    rows = codes.reshape(b, n // grid_w, grid_w)
+    return jnp.concatenate([rows, jnp.full((b, n // grid_w, 1), newline, codes.dtype)], -1).reshape(b, -1)
+
+
+def dimoo_sft_inputs(tokens: TokenIds, batch: Mapping[str, jax.Array], rand: Mapping[str, jax.Array], *,
+                     system_ids, input_grid_w: int, output_grid_w: int, cond_dropout_prob: float = 0.1,
+                     bos: bool = True) -> DimooSFTInputs:
+    """Noised -A SFT sequences and labels of a batch (``ItemProcessor.process_item``, case 3).
+
+    ``batch`` as the grain pipeline gives it: ``input_text`` / ``output_text`` [B, L] (BOS ids
+    EOS, EOS-padded) with their lengths, ``input_image_codes`` [B, Ni], ``output_image_codes``
+    [B, N] (raw codes, row-major grids ``input_grid_w`` / ``output_grid_w`` wide),
+    ``has_input_image`` [B]. Each row is::
+
+        BOS <system> S </system> <user> I <boi> in_rows <eoi> </user> <answer> <boi> out_rows <eoi> T </answer>
+
+    with a NEWLINE after every image row; with probability ``cond_dropout_prob`` the instruction
+    becomes ``<uncondition>`` and the input image is dropped. The output codes and the answer
+    text ``BOS reasoning`` (its BOS included) are masked independently (:func:`_mask_codes`);
+    labels are the original ids at masked positions. Rows are packed to the left and padded with
+    id 0 (label -100) to a fixed width, so the shapes do not depend on the data.
+    """
+    b = batch["output_image_codes"].shape[0]
+    in_text = jnp.asarray(batch["input_text"], jnp.int32)
+    out_text = jnp.asarray(batch["output_text"], jnp.int32)
+    length = in_text.shape[1]
+    in_len = jnp.asarray(batch["input_text_len"], jnp.int32)
+    out_len = jnp.asarray(batch["output_text_len"], jnp.int32)
+    has_image = jnp.asarray(batch.get("has_input_image", jnp.ones((b,), bool)), bool)
+    off, mask_id, newline = tokens.image_offset, tokens.mask_id, tokens["newline"]
+    drop = rand["rand_dropout"] < cond_dropout_prob
+    yes = jnp.ones((b,), bool)
+    segments = []   # (ids [B, w], labels [B, w], valid [B, w])
+
+    def add(ids, valid, labels=None):
+        ids = jnp.broadcast_to(jnp.asarray(ids, jnp.int32), (b, jnp.shape(ids)[-1]))
+        valid = jnp.broadcast_to(valid[:, None] if valid.ndim == 1 else valid, ids.shape)
+        segments.append((ids, jnp.full(ids.shape, IGNORE, jnp.int32) if labels is None else labels, valid))
+
+    head = ([tokens.bos_id] if bos else []) + [tokens["system"], *[int(i) for i in system_ids],
+                                               tokens["end_system"], tokens["user"]]
+    add(head, yes)
+    add(in_text[:, 1:length - 1], (jnp.arange(length - 2) < (in_len - 2)[:, None]) & ~drop[:, None])
+    add([tokens["uncondition"]], drop)
+    in_image = _with_newlines(jnp.asarray(batch["input_image_codes"], jnp.int32) + off, input_grid_w, newline)
+    add(jnp.concatenate([jnp.full((b, 1), tokens["boi"]), in_image, jnp.full((b, 1), tokens["eoi"])], 1),
+        has_image & ~drop)
+    add([tokens["end_user"]], yes)
+    prefix_width = sum(ids.shape[1] for ids, _, _ in segments)
+
+    add([tokens["boa"], tokens["boi"]], yes)
+    out_codes = jnp.asarray(batch["output_image_codes"], jnp.int32) + off
+    n = out_codes.shape[1]
+    image_masked = _mask_codes(rand["rand_image_r"], rand["rand_image_order"], jnp.full((b,), n))
+    add(_with_newlines(jnp.where(image_masked, mask_id, out_codes), output_grid_w, newline), yes,
+        _with_newlines(jnp.where(image_masked, out_codes, IGNORE), output_grid_w, IGNORE))
+    add([tokens["eoi"]], yes)
+    text = out_text[:, :length - 1]                  # BOS + reasoning (the EOS is not part of it)
+    text_len = out_len - 1
+    text_masked = _mask_codes(rand["rand_text_r"], rand["rand_text_order"][:, :length - 1], text_len)
+    add(jnp.where(text_masked, mask_id, text), jnp.arange(length - 1) < text_len[:, None],
+        jnp.where(text_masked, text, IGNORE))
+    add([tokens["eoa"]], yes)
+
+    ids, labels, valid = (jnp.concatenate([seg[i] for seg in segments], axis=1) for i in range(3))
+    order = jnp.argsort(~valid, axis=-1, stable=True)        # pack the valid tokens to the left
+    take = lambda a: jnp.take_along_axis(a, order, axis=-1)
+    ids, labels, valid = take(ids), take(labels), take(valid)
+    answer_start = jnp.sum(jnp.concatenate([seg[2] for seg in segments], axis=1)[:, :prefix_width], axis=-1)
+    return DimooSFTInputs(jnp.where(valid, ids, 0), jnp.where(valid, labels, IGNORE), valid,
+                          answer_start.astype(jnp.int32), ids.shape[1] - prefix_width)
+
+
+def dimoo_sft_forward(model, inputs: DimooSFTInputs, tokens: TokenIds, *, attend_padding: bool = True
+                      ) -> dict[str, jax.Array]:
+    """Model forward and :func:`dimoo_sft_loss`, the head run only on each row's answer window
+    (the instruction and input image carry no labels). ``attend_padding=True`` is the reference
+    (no attention mask: the 0-padding is attended); False masks it out of attention."""
+    window = inputs.answer_start[:, None] + jnp.arange(inputs.answer_len)
+    mask = None if attend_padding else inputs.valid.astype(jnp.int32)
+    logits = model(inputs.input_ids, mask, mask_mode="hard", positions=window)
+    pick = lambda a: jnp.take_along_axis(a, window, axis=-1)
+    parts = dimoo_sft_loss(logits, pick(inputs.input_ids), pick(inputs.labels), tokens)
+    return {k: parts[k] for k in ("loss", "text_loss", "image_loss")}

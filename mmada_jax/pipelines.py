@@ -21,6 +21,7 @@ from . import prompting
 from .config import ModelConfig
 from .hf_io import CheckpointError
 from .loading import load_model
+from .prompting_a import EDIT_SYSTEM_PROMPT
 from .sampling import llada_generate, parallel_generate, t2i_generate
 from .sampling.runner import report_compiles
 from .tokenizer import TextTokenizer, load_tokenizer
@@ -214,14 +215,10 @@ def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution
     return _run_batches(requests, batch_size, text_steps, log, run_one)
 
 
-#: the system turn of MMaDA-Parallel-A's editing prompt (its ``inference.py``)
-A_SYSTEM_PROMPT = "Generate an image applying the following editing instruction based on the original image."
-
-
 def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int = 512, width: int = 512,
               timesteps: int = 64, text_steps: int = 128, text_gen_length: int = 256, cfg_scale: float = 0.0,
               cfg_img: float = 4.0, temperature: float = 1.0, text_temperature: float = 0.0,
-              remasking: str = "low_confidence", system_prompt: str = A_SYSTEM_PROMPT, input_size: int = 512,
+              remasking: str = "low_confidence", system_prompt: str = EDIT_SYSTEM_PROMPT, input_size: int = 512,
               random_crop: bool = False, restrict_text_to_text_ids: bool = False, final_fill: str = "random",
               batch_size: int = 1, seed: int = 0, trajectory: bool = False, log=print) -> list[dict]:
     """MMaDA-Parallel-A thinking-aware editing (``inference.py``): input image + instruction ->

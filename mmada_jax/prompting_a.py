@@ -31,6 +31,9 @@ import numpy as np
 
 from .config import TokenIds
 
+#: the system turn of MMaDA-Parallel-A's editing prompt (``inference.py``, and its training data)
+EDIT_SYSTEM_PROMPT = "Generate an image applying the following editing instruction based on the original image."
+
 #: pixels per VQ code along each side (the aMUSEd VQ-GAN of MMaDA-Parallel-A downsamples by 16)
 DOWNSAMPLE = 16
 

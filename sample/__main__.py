@@ -199,7 +199,7 @@ def _run(args) -> int:
             pipe, requests, args.out, height=args.height, width=args.width, timesteps=args.image_steps,
             text_steps=args.text_steps, text_gen_length=args.text_len, cfg_scale=args.cfg_scale,
             cfg_img=args.image_cfg, temperature=args.image_temperature, text_temperature=args.text_temperature,
-            remasking=args.remasking, system_prompt=args.system_prompt or pipelines.A_SYSTEM_PROMPT,
+            remasking=args.remasking, system_prompt=args.system_prompt or pipelines.EDIT_SYSTEM_PROMPT,
             input_size=args.input_size, random_crop=args.random_crop, restrict_text_to_text_ids=args.restrict_text,
             final_fill=args.final_fill, **common)
     elif args.command == "parallel":

@@ -114,3 +114,62 @@ def test_dimoo_sft_loss():
         for i, key in enumerate(m.sources):
             np.testing.assert_allclose(m.to_hf(ours[i] if m.stacked else ours), want[key], atol=1e-5, rtol=1e-4,
                                        err_msg=key)
+
+
+def _a_item_batch(g, i, tokens, text_len):
+    """Item ``i`` of the golden -A batch as the grain pipeline gives it, and draws that make the
+    builder pick the reference's recorded positions."""
+    item = lambda key: g[f"a__item{i}__{key}"]
+    pad = lambda ids: np.r_[tokens.bos_id, ids, tokens.eos_id, np.full(text_len - len(ids) - 2, tokens.eos_id)]
+    batch = {"input_text": pad(item("instruction_ids"))[None], "input_text_len": np.array([len(item("instruction_ids")) + 2]),
+             "output_text": pad(item("answer_ids"))[None], "output_text_len": np.array([len(item("answer_ids")) + 2]),
+             "input_image_codes": item("input_image_codes")[None], "output_image_codes": item("output_image_codes")[None],
+             "has_input_image": np.array([True])}
+
+    def order(positions, width):   # the recorded positions first, in their order
+        u = np.ones(width, np.float32)
+        u[positions] = (np.arange(len(positions)) + 1) / (len(positions) + 1) * 0.5
+        return u[None]
+    rand = {"rand_dropout": g["a__cond_dropout_rand"][i:i + 1].astype(np.float32),
+            "rand_image_r": np.array([item("image_r")], np.float32),
+            "rand_image_order": order(item("image_sampled_positions"), item("output_image_codes").size),
+            "rand_text_r": np.array([item("text_r")], np.float32),
+            "rand_text_order": order(item("text_sampled_positions"), text_len)}
+    return batch, rand
+
+
+def test_dimoo_sft_inputs_match_the_reference_items():
+    """Every golden -A item (plain, condition-dropped, non-square grids) is built id for id."""
+    from mmada_jax.config import load_config
+    from mmada_jax.losses import IGNORE, dimoo_sft_inputs
+    g = load_npz(golden_path("losses/a_sft.npz"))
+    tokens = load_config(golden_path("dimoo_tiny")).tokens
+    text_len = 16
+    for i, length in enumerate(g["a__lengths"]):
+        batch, rand = _a_item_batch(g, i, tokens, text_len)
+        (_, in_w), (_, out_w) = g[f"a__item{i}__input_grid_hw"], g[f"a__item{i}__output_grid_hw"]
+        x = dimoo_sft_inputs(tokens, batch, rand, system_ids=g[f"a__item{i}__system_ids"], input_grid_w=int(in_w),
+                             output_grid_w=int(out_w))
+        ids, labels = np.asarray(x.input_ids[0]), np.asarray(x.labels[0])
+        np.testing.assert_array_equal(ids[:length], g["a__input_ids"][i, :length], err_msg=f"item {i}")
+        np.testing.assert_array_equal(labels[:length], g["a__labels"][i, :length], err_msg=f"item {i}")
+        assert np.all(ids[length:] == 0) and np.all(labels[length:] == IGNORE)
+        assert int(x.valid[0].sum()) == length and ids[int(x.answer_start[0])] == tokens["boa"]
+        assert int(x.answer_start[0]) + x.answer_len <= ids.shape[0]
+
+
+def test_dimoo_sft_forward_on_the_answer_window():
+    """The loss with the head on each row's answer window only equals the reference's (full logits)."""
+    from mmada_jax.losses import DimooSFTInputs, dimoo_sft_forward
+    g = load_npz(golden_path("losses/a_sft.npz"))
+    model, config = load_model(golden_path("dimoo_tiny"))
+    ids, labels = g["a__input_ids"], g["a__labels"]
+    start = np.argmax(ids == config.tokens["boa"], axis=1).astype(np.int32)
+    inputs = DimooSFTInputs(ids, labels, ids != 0, start, ids.shape[1] - int(start.max()))
+    assert all(np.all(labels[i, start[i] + inputs.answer_len:] == -100) for i in range(len(ids)))
+    parts = dimoo_sft_forward(model, inputs, config.tokens)
+    for name in ("loss", "text_loss", "image_loss"):
+        np.testing.assert_allclose(float(parts[name]), g[f"a__{name}"], rtol=RTOL, err_msg=name)
+    grads = nnx.grad(lambda m: dimoo_sft_forward(m, inputs, config.tokens)["loss"])(model)
+    norm = np.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(nnx.to_pure_dict(grads))))
+    np.testing.assert_allclose(norm, g["a__grad_norm"], rtol=RTOL)

@@ -12,6 +12,7 @@ from conftest import golden_path
 from mmada_jax import load_model, make_mesh
 from mmada_jax.sharding import parse_mesh
 from mmada_jax.training import TrainConfig
+from mmada_jax.training.objectives import DataLayout, make_objective
 from mmada_jax.training.step import batch_shardings, jit_train_step, lr_schedule, make_train_step, setup_state
 
 N, L = 16, 8
@@ -41,7 +42,7 @@ def _run(config, mesh_spec, steps=2, corrupt=False):
     graphdef, state, shardings = setup_state(model, config, mesh)
     if corrupt:
         state["params"]["ff_out"] = state["params"]["ff_out"] * np.inf
-    step = make_train_step(graphdef, config, model_config.tokens, N)
+    step = make_train_step(graphdef, config, make_objective(config, model_config, DataLayout(N, (4, 4))))
     batch = _batch(config)
     b_shardings = batch_shardings(batch, mesh)
     with jax.set_mesh(mesh):

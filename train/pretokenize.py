@@ -9,6 +9,13 @@ fatal (exit status 1). Example, with the tiny test models:
   python -m train.synthetic /tmp/syn --num 64 --seed 0
   python -m train.pretokenize /tmp/syn /tmp/syn_tok --checkpoint tests/golden/mmada_tiny \\
       --vq tests/golden/magvitv2_tiny --tokenizer tests/fixtures/tiny_tokenizer --text-len 512
+
+The records are the same for both models; the checkpoint decides the image tokenizer and the
+metadata: for MMaDA-Parallel-A (a dimoo checkpoint, aMUSEd VQ) it also stores the tokenized
+--system-prompt, e.g.
+
+  python -m train.pretokenize /tmp/syn /tmp/syn_tok_a --checkpoint tests/golden/dimoo_tiny \\
+      --vq tests/golden/amused_vq_tiny --tokenizer tests/fixtures/tiny_tokenizer_a --image-size 64 --text-len 512
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("src", type=Path, help="JSONL file, or a folder holding examples.jsonl")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--checkpoint", type=Path, required=True, help="model checkpoint (token ids, tokenizer check)")
-    p.add_argument("--vq", type=Path, required=True, help="image tokenizer checkpoint (MAGVIT-v2)")
+    p.add_argument("--vq", type=Path, required=True, help="image tokenizer checkpoint (MAGVIT-v2 for -M, aMUSEd for -A)")
     p.add_argument("--tokenizer", type=Path, required=True, help="text tokenizer directory")
     p.add_argument("--text-len", type=int, default=256,
                    help="L_t: BOS + text + EOS must fit in this many tokens (default 256)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="images are resized to S x S (default: the VQ config's image_size)")
+                   help="images are resized (-A: cropped) to S x S (default: the VQ config's image_size, else 512)")
+    p.add_argument("--system-prompt", default=None,
+                   help="MMaDA-Parallel-A only: the system turn of every sequence (default: -A's editing prompt)")
     p.add_argument("--shard-size", type=int, default=1000, help="examples per ArrayRecord shard (default 1000)")
     p.add_argument("--batch-size", type=int, default=8, help="examples per VQ encode call (default 8)")
     p.add_argument("--on-bad", choices=("skip", "stop"), default="skip",
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet_logs()
     try:
         s = pretokenize(args.src, args.out, checkpoint=args.checkpoint, vq=args.vq, tokenizer=args.tokenizer,
-                        text_len=args.text_len, image_size=args.image_size, shard_size=args.shard_size,
+                        text_len=args.text_len, image_size=args.image_size, system_prompt=args.system_prompt,
+                        shard_size=args.shard_size,
                         on_bad=args.on_bad, batch_size=args.batch_size, val_fraction=args.val_fraction,
                         split_seed=args.split_seed, overwrite=args.overwrite, progress_every=args.progress_every)
     except BadExampleError as e:

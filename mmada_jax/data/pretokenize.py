@@ -243,7 +243,12 @@ class ImageEncoder:
         self.num_tokens = vq.num_tokens(image_size, image_size)
 
     def load(self, path: Path) -> np.ndarray:
-        return np.asarray(self.vq.load_image(path, size=self.size))
+        pixels = np.asarray(self.vq.load_image(path, size=self.size))
+        if pixels.shape[:2] != (self.size, self.size):
+            # the aMUSEd crop keeps the aspect-ratio bucket of a non-square image
+            raise ValueError(f"{path} crops to {pixels.shape[1]}x{pixels.shape[0]} pixels; this dataset holds "
+                             f"{self.size}x{self.size} images (one grid per dataset)")
+        return pixels
 
     def encode(self, batch: list[SourceExample], report: BadReporter) -> list[dict]:
         """Records of the examples whose images load (the others are reported)."""
@@ -347,10 +352,16 @@ class _EncodeJob:
 
 def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path, vq: str | Path,
                 tokenizer: str | Path, text_len: int = 256, image_size: int | None = None,
-                shard_size: int = 1000, on_bad: str = "skip", batch_size: int = 8,
+                system_prompt: str | None = None, shard_size: int = 1000, on_bad: str = "skip", batch_size: int = 8,
                 val_fraction: float = 0.0, split_seed: int = 42, overwrite: bool = False,
                 progress_every: float = 10.0, log: Callable[[str], None] | None = None) -> Summary:
     """Pretokenize ``src`` into ``out_dir`` (see the module docstring); returns a :class:`Summary`.
+
+    The records do not depend on the model variant; the metadata says which one they were made
+    for. For a MMaDA-Parallel-A checkpoint (kind ``dimoo``) images go through the aMUSEd VQ with
+    -A's aspect-ratio crop (non-square images, whose crop is not square, are reported bad) and
+    the metadata holds the tokenized ``system_prompt`` (default: -A's editing prompt) that the
+    -A objective puts in every sequence.
 
     ``val_fraction`` > 0 puts a seeded random ``round(val_fraction * n)`` (at least 1) of the good
     examples into a ``validation`` split (the reference splits 90/10 with seed 42); the rest, in
@@ -374,8 +385,11 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     tok = load_tokenizer(tokenizer, config)
     vq_model = load_vq(vq)
     tokens = config.tokens
-    if vq_model.kind != "magvitv2":
-        raise ValueError(f"image tokenizer {vq} is {vq_model.kind!r}; the MMaDA-Parallel-M SFT data uses MAGVIT-v2")
+    dimoo = config.kind == "dimoo"
+    want = "amused" if dimoo else "magvitv2"
+    if vq_model.kind != want:
+        raise ValueError(f"image tokenizer {vq} is {vq_model.kind!r}; the SFT data of a {config.kind!r} checkpoint "
+                         f"uses {want}")
     if vq_model.codebook_size != tokens.codebook_size:
         raise ValueError(f"image tokenizer {vq} has {vq_model.codebook_size} codes but checkpoint {checkpoint} "
                          f"expects {tokens.codebook_size} image tokens")
@@ -415,7 +429,14 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
         "source": str(jsonl.resolve()), "checkpoint": str(Path(checkpoint).resolve()),
         "vq": str(Path(vq).resolve()), "tokenizer": str(Path(tokenizer).resolve()),
         "missing_input_image": f"VQ codes of a black {image_size}x{image_size} image",
+        "grid": list(vq_model.grid(image_size, image_size)), "model_kind": config.kind,
     }
+    if dimoo:
+        from ..prompting_a import EDIT_SYSTEM_PROMPT
+        meta["system_prompt"] = EDIT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        meta["system_ids"] = [int(i) for i in tok.encode(meta["system_prompt"])]
+    elif system_prompt is not None:
+        raise ValueError("system_prompt is for MMaDA-Parallel-A data (the -M layout has no system turn)")
     progress = Progress(len(good), log, progress_every)
     job = _EncodeJob(splits, encoder, report, progress)
 

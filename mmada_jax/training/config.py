@@ -1,8 +1,9 @@
 """Typed SFT configuration: one YAML file (``configs/*_sft.yaml``) plus ``key=value`` overrides.
 
-Defaults are the reference's (spec mmada_m.md §5.3): AdamW lr 5e-5, betas (0.9, 0.999), eps 1e-8,
-weight decay 0.01 on every parameter, linear warmup then cosine decay to ``min_lr_scale`` of the
-peak, global-norm clipping at 1.0, condition dropout 0.1, ``min_masking_rate`` 1e-3.
+Defaults are MMaDA-Parallel-M's (spec mmada_m.md §5.3): AdamW lr 5e-5, betas (0.9, 0.999), eps
+1e-8, weight decay 0.01 on every parameter, linear warmup then cosine decay to ``min_lr_scale`` of
+the peak, global-norm clipping at 1.0, condition dropout 0.1, ``min_masking_rate`` 1e-3.
+``configs/mmada_parallel_a_sft.yaml`` holds -A's (mmada_a.md §5.4).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class TrainConfig:
     data_dir: str | None = None                    # pretokenized data (python -m train.pretokenize)
     synthetic: int = 0                             # >0: generate and pretokenize this many examples
     vq: str = "tests/golden/magvitv2_tiny"         # image tokenizer, for synthetic data
+    synthetic_image_size: int = 64                 # side of the synthetic images in pixels
     tokenizer: str = "tests/fixtures/tiny_tokenizer"
     text_len: int = 32                             # L_t: instruction and reasoning budgets
     # optimisation
@@ -44,6 +46,8 @@ class TrainConfig:
     image_coeff: float = 1.0
     min_masking_rate: float = 1e-3
     cond_dropout_prob: float = 0.1
+    objective: str = "auto"                        # parallel_m | parallel_a | auto (by the checkpoint's kind)
+    mask_padding: bool = False                     # -A: mask the 0-padding out of attention (reference: attended)
     # numerics and parallelism
     param_dtype: str = "float32"                   # master weights
     dtype: str = "float32"                         # compute

@@ -23,16 +23,16 @@ def _pretokenized(data_dir: Path) -> bool:
 
 def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], None]):
     """(iterator over this process's batches of ``batch_size / process_count`` examples,
-    number of image tokens per image)."""
+    the dataset's metadata)."""
     data_dir = Path(config.data_dir) if config.data_dir else Path(out_dir) / "data"
     if config.synthetic and not _pretokenized(data_dir):
         from ..data.pretokenize import pretokenize
         from ..data.synthetic import write_dataset
         raw = Path(out_dir) / "synthetic"
         log(f"writing {config.synthetic} synthetic examples to {raw}")
-        write_dataset(raw, config.synthetic, seed=config.seed)
+        write_dataset(raw, config.synthetic, seed=config.seed, size=config.synthetic_image_size)
         pretokenize(raw, data_dir, checkpoint=config.checkpoint, vq=config.vq, tokenizer=config.tokenizer,
-                    text_len=config.text_len, overwrite=True, log=log)
+                    text_len=config.text_len, image_size=config.synthetic_image_size, overwrite=True, log=log)
     _, meta = load_split(data_dir, "train")
     if config.batch_size % jax.process_count():
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.process_count()} processes")
@@ -41,4 +41,4 @@ def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], N
     count = records.describe(data_dir)["splits"].get("train", "?")
     log(f"data: {data_dir} ({count} training examples, {meta['num_image_tokens']} image tokens, "
         f"text budget {config.text_len})")
-    return iter(dataset), int(meta["num_image_tokens"])
+    return iter(dataset), meta

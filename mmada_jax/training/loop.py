@@ -26,6 +26,7 @@ from ..config import ModelConfig
 from ..sharding import make_mesh, parse_mesh
 from .checkpoint import RunCheckpoints, abstract_like
 from .config import TrainConfig
+from .objectives import DataLayout, make_objective, resolve
 from .step import batch_shardings, jit_train_step, make_train_step, peak_tflops, setup_state, train_flops
 
 
@@ -41,8 +42,7 @@ def maybe_initialize_distributed() -> None:
 
 
 def build_model(config: TrainConfig, mesh):
-    overrides = dict(param_dtype=config.param_dtype, dtype=config.dtype, remat_policy=config.remat_policy,
-                     attention_mask_mode="additive")
+    overrides = dict(param_dtype=config.param_dtype, dtype=config.dtype, remat_policy=config.remat_policy)
     if config.model_config:
         model_config = dataclasses.replace(ModelConfig.from_yaml(config.model_config), **overrides)
         model = init_model(model_config, seed=config.seed)
@@ -53,9 +53,9 @@ def build_model(config: TrainConfig, mesh):
     return load_model(config.checkpoint, mesh=mesh, **overrides)
 
 
-def _stack_micro(batch: dict, accum: int) -> dict:
-    """[B, ...] -> [accum, B / accum, ...]."""
-    return {k: np.asarray(v).reshape((accum, -1) + np.asarray(v).shape[1:]) for k, v in batch.items()}
+def _stack_micro(batch: dict, accum: int, keys) -> dict:
+    """The objective's ``keys`` of a batch, [B, ...] -> [accum, B / accum, ...]."""
+    return {k: np.asarray(batch[k]).reshape((accum, -1) + np.asarray(batch[k]).shape[1:]) for k in keys}
 
 
 class _Meter:
@@ -88,8 +88,8 @@ class _Meter:
 
 
 def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_data=None) -> list[dict]:
-    """Train; returns the logged metric rows. ``open_data(config, tokens, num_image_tokens)`` ->
-    (grain iterator, num_image_tokens) defaults to :func:`mmada_jax.training.data.open_data`."""
+    """Train; returns the logged metric rows. ``open_data(config, tokens, out_dir, log)`` ->
+    (grain iterator, dataset metadata) defaults to :func:`mmada_jax.training.data.open_data`."""
     maybe_initialize_distributed()
     is_main = jax.process_index() == 0
     say = log if is_main else (lambda *_: None)
@@ -100,11 +100,13 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
         f"mesh {dict(mesh.shape)}")
 
     model, model_config = build_model(config, mesh)
-    say(f"model: {model_config.num_params() / 1e6:.1f}M parameters, params {config.param_dtype}, "
-        f"compute {config.dtype}, remat {config.remat_policy}")
+    say(f"model: {model_config.num_params() / 1e6:.1f}M parameters ({model_config.kind}), objective "
+        f"{resolve(config, model_config)}, params {config.param_dtype}, compute {config.dtype}, "
+        f"remat {config.remat_policy}")
     if open_data is None:
         from .data import open_data
-    iterator, num_image_tokens = open_data(config, model_config.tokens, out_dir, say)
+    iterator, meta = open_data(config, model_config.tokens, out_dir, say)
+    objective = make_objective(config, model_config, DataLayout.from_metadata(meta))
 
     graphdef, state, s_shardings = setup_state(model, config, mesh)
     checkpoints = RunCheckpoints(out_dir / "checkpoints", keep=config.keep, save_every=config.save_every)
@@ -114,16 +116,15 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
         say(f"resumed from step {start} ({out_dir / 'checkpoints'})")
     start = int(state["step"])
 
-    step_fn = make_train_step(graphdef, config, model_config.tokens, num_image_tokens)
-    total_len = 2 * (num_image_tokens + 2) + 1 + 2 * config.text_len
-    meter = _Meter(config, train_flops(model_config, num_image_tokens, config.text_len, total_len), total_len,
-                   start, say)
+    step_fn = make_train_step(graphdef, config, objective)
+    total_len = objective.sequence_length
+    meter = _Meter(config, train_flops(model_config, objective.head_length, total_len), total_len, start, say)
     jitted = b_shardings = None
     rows = []
     metrics_file = open(out_dir / "metrics.jsonl", "a") if is_main else None
     try:
         for step in range(start + 1, config.steps + 1):
-            local = _stack_micro(next(iterator), config.grad_accum)
+            local = _stack_micro(next(iterator), config.grad_accum, objective.batch_keys)
             if b_shardings is None:   # every batch has the same shapes
                 b_shardings = batch_shardings(local, mesh)
             batch = {k: jax.make_array_from_process_local_data(b_shardings[k], v) for k, v in local.items()}

@@ -19,16 +19,21 @@ from ..config import ModelConfig, load_config
 from ..model import abstract_model
 from ..sharding import make_mesh, parse_mesh
 from .config import TrainConfig
+from .objectives import DataLayout, abstract_batch, make_objective
 from .step import batch_shardings, jit_train_step, make_train_step, optimizer, param_shardings, state_shardings_for
 
 
 def _model_config(config: TrainConfig) -> ModelConfig:
     base = ModelConfig.from_yaml(config.model_config) if config.model_config else load_config(config.checkpoint)
     return dataclasses.replace(base, param_dtype=config.param_dtype, dtype=config.dtype,
-                               remat_policy=config.remat_policy, attention_mask_mode="additive")
+                               remat_policy=config.remat_policy)
 
 
-def plan(config: TrainConfig, num_image_tokens: int = 1024, per_device_batch: int | None = None) -> dict:
+#: 512 x 512 images (32 x 32 codes); -A: a system prompt of 20 tokens (the reference's is ~17)
+DEFAULT_LAYOUT = DataLayout(1024, (32, 32), tuple(range(20)))
+
+
+def plan(config: TrainConfig, layout: DataLayout = DEFAULT_LAYOUT, per_device_batch: int | None = None) -> dict:
     """Per-device bytes of the compiled train step (arguments, outputs, temporaries, total)."""
     mesh = make_mesh(parse_mesh(config.mesh) if config.mesh else None)
     model_config = _model_config(config)
@@ -45,20 +50,18 @@ def plan(config: TrainConfig, num_image_tokens: int = 1024, per_device_batch: in
                           "step": jax.ShapeDtypeStruct((), np.int32), "key": jax.ShapeDtypeStruct((2,), np.uint32)}
         abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                       abstract_state, shardings)
-        mb, length = config.micro_batch, config.text_len
-        batch = {"input_image_codes": (num_image_tokens,), "output_image_codes": (num_image_tokens,),
-                 "input_text": (length,), "output_text": (length,), "input_text_len": (), "output_text_len": ()}
-        batch = {k: jax.ShapeDtypeStruct((config.grad_accum, mb) + s, np.int32) for k, s in batch.items()}
+        objective = make_objective(config, model_config, layout)
+        batch = abstract_batch(objective, layout, config.text_len, config.grad_accum, config.micro_batch)
         b_shardings = batch_shardings(batch, mesh)
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_shardings[k]) for k, v in batch.items()}
-        step = make_train_step(graphdef, config, model_config.tokens, num_image_tokens)
+        step = make_train_step(graphdef, config, objective)
         compiled = jit_train_step(step, shardings, b_shardings).lower(abstract_state, batch).compile()
     mem = compiled.memory_analysis()
     out = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
            "aliased": mem.alias_size_in_bytes, "temporaries": mem.temp_size_in_bytes}
     out["total"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
     out.update(devices=jax.device_count(), mesh=dict(mesh.shape), global_batch=config.batch_size,
-               params=model_config.num_params())
+               params=model_config.num_params(), objective=objective.name, sequence_length=objective.sequence_length)
     return out
 
 
@@ -69,7 +72,8 @@ def print_plan(config: TrainConfig, per_device_batch: int | None = None, budgets
     batch = per_device_batch or 1
     p = plan(config, per_device_batch=batch)
     log(f"{p['params'] / 1e9:.2f}B parameters on {p['devices']} devices, mesh {p['mesh']}, per-device batch "
-        f"{batch} (global {p['global_batch']}), text_len {config.text_len}, remat {config.remat_policy}, "
+        f"{batch} (global {p['global_batch']}), {p['objective']}, text_len {config.text_len} (sequences of "
+        f"{p['sequence_length']}), remat {config.remat_policy}, "
         f"params {config.param_dtype}, compute {config.dtype}")
     log(f"per device: arguments {p['arguments'] / gb:.2f} GiB, outputs {p['outputs'] / gb:.2f} GiB "
         f"(aliased {p['aliased'] / gb:.2f}), temporaries {p['temporaries'] / gb:.2f} GiB, total {p['total'] / gb:.2f} GiB")

@@ -1,9 +1,10 @@
 """The SFT train state and the sharded, jitted train step.
 
 State is a plain pytree ``{params, opt_state, step, key}`` (params as NNX's pure dict), so Orbax
-saves and restores it onto any mesh. The step: per micro-batch, draw the masking/dropout uniforms
-from ``fold_in(key, step, micro)``, build the noised sequences, forward with the additive attention
-bias, and the parallel SFT loss; average the gradients over micro-batches (a ``lax.scan``);
+saves and restores it onto any mesh. The step: per micro-batch, the objective
+(:mod:`.objectives`, -M or -A) draws its masking/dropout uniforms from ``fold_in(key, step,
+micro)``, builds the noised sequences and returns the loss; average the gradients over
+micro-batches (a ``lax.scan``);
 clip by global norm, AdamW with warmup + cosine; if the loss or the gradient norm is not finite the
 update is skipped (parameters and optimizer state unchanged) and reported in the metrics.
 """
@@ -19,9 +20,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..losses import parallel_sft_forward, parallel_sft_inputs, sft_random_draws
 from ..sharding import logical_to_spec, state_shardings
 from .config import TrainConfig
+from .objectives import Objective
 
 
 def lr_schedule(config: TrainConfig) -> Callable[[jax.Array], jax.Array]:
@@ -83,19 +84,13 @@ def batch_shardings(batch: dict, mesh: Mesh) -> dict:
     return jax.tree.map(one, batch)
 
 
-def make_train_step(graphdef, config: TrainConfig, tokens, num_image_tokens: int) -> Callable:
+def make_train_step(graphdef, config: TrainConfig, objective: Objective) -> Callable:
     """``step(state, batch) -> (state, metrics)``; ``batch`` holds [grad_accum, micro_batch, ...]."""
     tx = optimizer(config)
     schedule = lr_schedule(config)
 
     def micro_loss(params, micro, key):
-        model = nnx.merge(graphdef, params)
-        b = micro["output_image_codes"].shape[0]
-        rand = sft_random_draws(key, b, num_image_tokens, config.text_len)
-        inputs = parallel_sft_inputs(tokens, micro, rand, eps=config.min_masking_rate,
-                                     cond_dropout_prob=config.cond_dropout_prob)
-        parts = parallel_sft_forward(model, inputs, num_image_tokens=num_image_tokens, text_len=config.text_len,
-                                     text_coeff=config.text_coeff, image_coeff=config.image_coeff)
+        parts = objective.loss(nnx.merge(graphdef, params), micro, key)
         return parts["loss"], parts
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
@@ -137,12 +132,13 @@ def jit_train_step(step_fn, state_shardings: dict, batch_shardings_: dict):
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
 
-def train_flops(model_config, num_image_tokens: int, text_len: int, total_len: int) -> float:
-    """Training FLOPs of one sequence: 6 x (block matmul params x tokens + head over the output
-    part) + 3 x full bidirectional attention (4 L^2 d per layer forward, not halved)."""
+def train_flops(model_config, head_len: int, total_len: int) -> float:
+    """Training FLOPs of one sequence: 6 x (block matmul params x tokens + head over the
+    ``head_len`` positions that reach it) + 3 x full bidirectional attention (4 L^2 d per layer
+    forward, not halved)."""
     c = model_config
     block = c.n_layers * (c.d_model * c.head_dim * (2 * c.n_heads + 2 * c.n_kv_heads) + 3 * c.d_model * c.mlp_hidden_size)
-    head = c.d_model * c.vocab_size * (num_image_tokens + 2 + text_len)
+    head = c.d_model * c.vocab_size * head_len
     attention = 4 * c.n_layers * total_len ** 2 * c.n_heads * c.head_dim
     return 6.0 * (block * total_len + head) + 3.0 * attention
 

@@ -1,0 +1,125 @@
+"""The SFT objective of a run: MMaDA-Parallel-M's or MMaDA-Parallel-A's, chosen by the config.
+
+Both read the same pretokenized records (raw VQ codes, instruction and reasoning ids) and build
+their own sequences inside the jitted step from the step's PRNG key, so every random choice
+(masks, condition dropout) is reproducible on resume:
+
+* ``parallel_m``: ``<|interleave|> <|soi|> in <|eoi|> instr | <|soi|> out <|eoi|> reasoning``, one
+  shared double-cosine mask ratio, 1/t-weighted text loss (:func:`~mmada_jax.losses.parallel_sft_inputs`);
+* ``parallel_a``: ``<system> S </system> <user> I in </user> <answer> out reasoning </answer>``
+  (Lumina-DiMOO tags, NEWLINE after image rows), independent cosine ratios for image and text,
+  token-mean loss (:func:`~mmada_jax.losses.dimoo_sft_inputs`).
+
+``objective: auto`` picks ``parallel_a`` for a ``dimoo`` checkpoint, else ``parallel_m``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+
+from ..config import ConfigError, ModelConfig
+from ..losses import (dimoo_sft_forward, dimoo_sft_inputs, dimoo_sft_random_draws, parallel_sft_forward,
+                      parallel_sft_inputs, sft_random_draws)
+from .config import TrainConfig
+
+OBJECTIVES = ("auto", "parallel_m", "parallel_a")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataLayout:
+    """What the pretokenized data fixes: codes per image, the grid they form (row-major), and
+    for -A the tokenized system prompt."""
+
+    num_image_tokens: int
+    grid: tuple[int, int]
+    system_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "DataLayout":
+        n = int(meta["num_image_tokens"])
+        grid = meta.get("grid")
+        if grid is None:
+            side = math.isqrt(n)
+            grid = (side, n // side)
+        return cls(n, (int(grid[0]), int(grid[1])), tuple(int(i) for i in meta.get("system_ids", ())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """``loss(model, micro_batch, key) -> {loss, text_loss, image_loss}``; ``sequence_length`` and
+    ``head_length`` (positions that reach the LM head) size the FLOP count."""
+
+    name: str
+    loss: Callable
+    sequence_length: int
+    head_length: int
+    batch_keys: tuple[str, ...]
+
+
+M_KEYS = ("input_image_codes", "output_image_codes", "input_text", "output_text", "input_text_len", "output_text_len")
+
+
+def resolve(config: TrainConfig, model_config: ModelConfig) -> str:
+    """The objective's name for this model (``auto`` resolved), checked against its token table."""
+    if config.objective not in OBJECTIVES:
+        raise ConfigError(f"objective={config.objective!r}; choose one of {OBJECTIVES}")
+    dimoo = model_config.kind == "dimoo"
+    name = config.objective if config.objective != "auto" else ("parallel_a" if dimoo else "parallel_m")
+    if (name == "parallel_a") != dimoo:
+        raise ConfigError(f"objective={name} needs a {'dimoo (MMaDA-Parallel-A)' if name == 'parallel_a' else 'MMaDA'} "
+                          f"checkpoint, but {config.checkpoint} is of kind {model_config.kind!r}")
+    return name
+
+
+def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataLayout) -> Objective:
+    tokens, n, length = model_config.tokens, layout.num_image_tokens, config.text_len
+    name = resolve(config, model_config)
+    if name == "parallel_m":
+        def loss(model, micro, key):
+            b = micro["output_image_codes"].shape[0]
+            inputs = parallel_sft_inputs(tokens, micro, sft_random_draws(key, b, n, length),
+                                         eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
+            return parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length,
+                                        text_coeff=config.text_coeff, image_coeff=config.image_coeff)
+        return Objective(name, loss, 2 * (n + 2) + 1 + 2 * length, n + 2 + length, M_KEYS)
+
+    if not layout.system_ids:
+        raise ConfigError("objective parallel_a needs data pretokenized for MMaDA-Parallel-A (its metadata holds "
+                          "system_ids): run `python -m train.pretokenize` with the -A checkpoint and aMUSEd VQ")
+    grid_w = layout.grid[1]
+    system_ids = np.asarray(layout.system_ids, np.int32)
+
+    def build(micro, key):
+        b = micro["output_image_codes"].shape[0]
+        return dimoo_sft_inputs(tokens, micro, dimoo_sft_random_draws(key, b, n, length), system_ids=system_ids,
+                                input_grid_w=grid_w, output_grid_w=grid_w, cond_dropout_prob=config.cond_dropout_prob)
+
+    def loss(model, micro, key):
+        return dimoo_sft_forward(model, build(micro, key), tokens, attend_padding=not config.mask_padding)
+
+    static = {}
+
+    def probe(micro, key):    # trace once for the sequence width and the (static) answer window
+        inputs = build(micro, key)
+        static["answer_len"] = inputs.answer_len
+        return inputs.input_ids
+    width = jax.eval_shape(probe, {k: jax.ShapeDtypeStruct((1,) + s, np.int32) for k, s in
+                                   _a_shapes(n, length).items()}, jax.random.key(0)).shape[1]
+    return Objective(name, loss, width, static["answer_len"], M_KEYS + ("has_input_image",))
+
+
+def _a_shapes(n: int, length: int) -> dict:
+    return {"input_image_codes": (n,), "output_image_codes": (n,), "input_text": (length,),
+            "output_text": (length,), "input_text_len": (), "output_text_len": (), "has_input_image": ()}
+
+
+def abstract_batch(objective: Objective, layout: DataLayout, text_len: int, grad_accum: int, micro: int) -> dict:
+    """ShapeDtypeStructs of a step's batch [grad_accum, micro, ...] (for AOT compilation)."""
+    shapes = _a_shapes(layout.num_image_tokens, text_len)
+    return {k: jax.ShapeDtypeStruct((grad_accum, micro) + shapes[k], np.bool_ if k == "has_input_image" else np.int32)
+            for k in objective.batch_keys}
