@@ -194,3 +194,33 @@ def test_on_bad_stop_exits_nonzero_naming_the_id(models, bad_source, tmp_path, c
     with pytest.raises(BadExampleError, match=bad_id):
         pretokenize(src / "subset.jsonl", tmp_path / "again", **_kw(models), text_len=TEXT_LEN, on_bad="stop",
                     log=lambda m: None)
+
+
+def test_parallel_a_records_and_metadata(tmp_path):
+    """A dimoo checkpoint: aMUSEd codes of the -A crop, the system prompt in the metadata, and a
+    non-square image (whose -A crop is not square) reported bad by name."""
+    from PIL import Image
+    src = tmp_path / "src"
+    synthetic.write_dataset(src, 3, seed=0, size=64, t2i_fraction=0.0)
+    lines = _lines(src / "examples.jsonl")
+    Image.new("RGB", (128, 40), "red").save(src / "images" / "wide.png")
+    lines[1]["output_image"] = "images/wide.png"
+    (src / "examples.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    ckpt, vq_dir = golden_path("dimoo_tiny"), golden_path("amused_vq_tiny")
+    tokenizer = ROOT / "tests/fixtures/tiny_tokenizer_a"
+    summary = pretokenize(src, tmp_path / "out", checkpoint=ckpt, vq=vq_dir, tokenizer=tokenizer, text_len=TEXT_LEN,
+                          image_size=64, system_prompt="Edit it.", log=lambda *_: None)
+    assert summary.written == {"train": 2} and [b.id for b in summary.bad] == [lines[1]["id"]]
+    assert "crops to" in summary.bad[0].reason and "wide.png" in summary.bad[0].reason
+    meta = records.describe(tmp_path / "out")
+    tok = load_tokenizer(tokenizer, mmada_jax.load_config(ckpt))
+    assert meta["system_prompt"] == "Edit it." and meta["system_ids"] == tok.encode("Edit it.")
+    assert meta["model_kind"] == "dimoo" and meta["grid"] == [4, 4] and meta["num_image_tokens"] == 16
+    vq = mmada_jax.load_vq(vq_dir)
+    source = records.open_pretokenized(tmp_path / "out").as_data_source("train")
+    first = source[0]
+    pixels = vq.load_image(src / lines[0]["output_image"], size=64)
+    np.testing.assert_array_equal(first["output_image_codes"], np.asarray(vq.encode(pixels[None]))[0])
+    with pytest.raises(ValueError, match="uses magvitv2"):
+        pretokenize(src, tmp_path / "o2", checkpoint=golden_path("mmada_tiny"), vq=vq_dir, tokenizer=TOKENIZER,
+                    text_len=TEXT_LEN, log=lambda *_: None)
