@@ -21,7 +21,7 @@ from . import prompting
 from .config import ModelConfig
 from .hf_io import CheckpointError
 from .loading import load_model
-from .prompting_a import EDIT_SYSTEM_PROMPT
+from .prompting_a import EDIT_SYSTEM_PROMPT, T2I_SYSTEM_PROMPT
 from .sampling import llada_generate, parallel_generate, t2i_generate
 from .sampling.runner import report_compiles
 from .tokenizer import TextTokenizer, load_tokenizer
@@ -226,18 +226,11 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
     ``input_size``^2 with the reference's aspect-ratio buckets (centred; ``random_crop`` draws the
     offset from Python's ``random`` seeded with ``seed``, as the reference). Requests of one batch
     may differ in prompt length and input aspect ratio (rows are left-padded)."""
-    import random
-
     from .prompting_a import output_grid, ti2ti_layout
     from .sampling.ti2ti import generate_from_prompt
 
     t = pipe.config.tokens
-    if pipe.config.kind != "dimoo":
-        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; the -A sampler needs "
-                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
-    if pipe.vq is None or pipe.vq.kind != "amused":
-        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
-                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
+    _check_a(pipe)
     grid = output_grid(height, width)
     for r in requests:
         if r.image is None:
@@ -254,14 +247,12 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
 
     def run_one(start, chunk):
         prompts, input_grids = [], []
-        for i, r in enumerate(chunk):
-            rng = random.Random(seed) if random_crop else None
-            pixels = np.asarray(pipe.vq.load_image(r.image, size=input_size, rng=rng))
-            codes = np.asarray(pipe.vq.encode(pixels[None]))[0]
-            input_grids.append(pipe.vq.grid(*pixels.shape[:2]))
+        for r in chunk:
+            codes = _input_codes_a(pipe, r.image, input_size, random_crop, seed)
+            input_grids.append(codes.shape)
             prompt_ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user>{r.prompt}</user>")
-            p = ti2ti_layout(t, prompt_ids, uncon_ids, codes.reshape(input_grids[-1]), grid=grid,
-                             text_gen_length=text_gen_length, eoa_ids=eoa_ids)
+            p = ti2ti_layout(t, prompt_ids, uncon_ids, codes, grid=grid, text_gen_length=text_gen_length,
+                             eoa_ids=eoa_ids)
             if len(p.full_input_ids) > max_len:
                 raise ValueError(f"request {r.id or r.prompt[:40]!r}: the sequence would have {len(p.full_input_ids)} "
                                  f"tokens ({len(prompt_ids)} prompt, {len(p.input_img_token)} input image), more "
@@ -286,6 +277,71 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
         return records
 
     return _run_batches(requests, batch_size, text_steps, log, run_one)
+
+
+def _check_a(pipe: Pipeline) -> None:
+    if pipe.config.kind != "dimoo":
+        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; this sampler needs "
+                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
+    if pipe.vq is None or pipe.vq.kind != "amused":
+        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
+                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
+
+
+def _input_codes_a(pipe: Pipeline, path, input_size: int, random_crop: bool, seed: int) -> np.ndarray:
+    """An input image for -A: the reference's aspect-ratio crop (centred, or Python ``random``
+    seeded with ``seed``), VQ-encoded to its [rows, cols] code grid."""
+    import random
+    pixels = np.asarray(pipe.vq.load_image(path, size=input_size, rng=random.Random(seed) if random_crop else None))
+    return np.asarray(pipe.vq.encode(pixels[None]))[0].reshape(pipe.vq.grid(*pixels.shape[:2]))
+
+
+def run_image_a(pipe: Pipeline, requests: list[Request], out_dir, *, height: int = 1024, width: int = 1024,
+                timesteps: int = 64, cfg_scale: float | None = None, cfg_img: float = 4.0, temperature: float = 1.0,
+                system_prompt: str | None = None, input_size: int = 512, random_crop: bool = False,
+                batch_size: int = 1, seed: int = 0, trajectory: bool = False, log=print) -> list[dict]:
+    """Lumina-DiMOO / MMaDA-Parallel-A image generation without reasoning text: text-to-image, or
+    image-to-image when the requests carry input images (all or none). Defaults: DiMOO's
+    (T2I cfg 4.0; I2I cfg_scale 2.5 and cfg_img 4.0; 64 steps)."""
+    from .prompting_a import image_prompt, output_grid
+    from .sampling.dimoo_image import generate_image
+
+    _check_a(pipe)
+    i2i = {r.image is not None for r in requests}
+    if len(i2i) > 1:
+        raise ValueError("give input images for all requests (image-to-image) or for none (text-to-image)")
+    i2i = i2i.pop()
+    cfg_scale = (2.5 if i2i else 4.0) if cfg_scale is None else cfg_scale
+    weights = (cfg_scale, cfg_img) if i2i else (cfg_scale,)
+    system_prompt = system_prompt or (EDIT_SYSTEM_PROMPT if i2i else T2I_SYSTEM_PROMPT)
+    grid = output_grid(height, width)
+    kind = "i2i" if i2i else "t2i"
+    settings = dict(height=height, width=width, timesteps=timesteps, cfg_scale=cfg_scale,
+                    cfg_img=cfg_img if i2i else None, temperature=temperature, system_prompt=system_prompt)
+    uncon = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user><uncondition></user>")
+    log(f"{kind} (Lumina-DiMOO / MMaDA-Parallel-A): {len(requests)} request(s), {height}x{width} "
+        f"({grid[0]}x{grid[1]} codes), {timesteps} steps")
+    out_dir = Path(out_dir)
+
+    def run_one(start, chunk):
+        prompts = []
+        for r in chunk:
+            codes = _input_codes_a(pipe, r.image, input_size, random_crop, seed) if i2i else None
+            ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user>{r.prompt}</user>")
+            prompts.append(image_prompt(pipe.config.tokens, ids, uncon, grid=grid, input_image_codes=codes))
+        out = generate_image(pipe.model, prompts, weights=weights, timesteps=timesteps, temperature=temperature,
+                             seed=_row_keys(seed, start, len(chunk)), return_trajectory=trajectory)
+        images = pipe.vq.to_uint8(pipe.vq.decode(out.image_codes, grid=grid))
+        records = []
+        for i, (r, p) in enumerate(zip(chunk, prompts)):
+            frames = (_trajectory_frames(pipe, out.trajectory[:, i], p.image_positions, grid, None, kind)
+                      if trajectory else None)
+            record = dict(sampler=kind, model="Lumina-DiMOO / MMaDA-Parallel-A", seed=seed, row_key=start + i,
+                          **settings, **pipe.paths, image_codes=out.image_codes[i].tolist())
+            records.append(_write(out_dir, start + i, r, record, r.prompt, images[i], frames))
+        return records
+
+    return _run_batches(requests, batch_size, timesteps, log, run_one)
 
 
 def run_t2i(pipe: Pipeline, requests: list[Request], out_dir, *, resolution: int | None = None,

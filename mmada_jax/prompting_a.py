@@ -34,6 +34,9 @@ from .config import TokenIds
 #: the system turn of MMaDA-Parallel-A's editing prompt (``inference.py``, and its training data)
 EDIT_SYSTEM_PROMPT = "Generate an image applying the following editing instruction based on the original image."
 
+#: the system turn of Lumina-DiMOO's text-to-image prompt (``prompt_utils.create_prompt_templates``)
+T2I_SYSTEM_PROMPT = "Generate an image according to the text prompt."
+
 #: pixels per VQ code along each side (the aMUSEd VQ-GAN of MMaDA-Parallel-A downsamples by 16)
 DOWNSAMPLE = 16
 
@@ -185,3 +188,42 @@ def image_positions(sequence: np.ndarray, image_start: int, image_end: int, newl
     """Positions in ``[image_start, image_end)`` of ``sequence`` [L] that are not NEWLINE (row-major)."""
     region = np.asarray(sequence)[image_start:image_end]
     return (image_start + np.flatnonzero(region != newline_id)).astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImagePrompt:
+    """An image-generation request (T2I / I2I, no reasoning text): the conditional sequence and
+    the unconditional ones, each ending with the same masked answer of ``answer_len`` tokens, and
+    the code positions inside that answer (row-major)."""
+
+    cond: np.ndarray
+    unconds: tuple[np.ndarray, ...]
+    answer_len: int
+    image_positions: np.ndarray
+    grid: tuple[int, int]
+
+
+def image_prompt(tokens: TokenIds, prompt_ids: Sequence[int], uncon_text_ids: Sequence[int], *,
+                 grid: tuple[int, int], input_image_codes: np.ndarray | None = None) -> ImagePrompt:
+    """Lumina-DiMOO's generation sequences (``P`` = ``tokenizer("<system>S</system><user>I</user>")``,
+    ``U`` the same with ``<uncondition>``, ``A`` = ``<answer> <boi> MASK-grid <eoi> </answer>``):
+
+    * text-to-image: cond ``P A``, one uncond ``U A``;
+    * image-to-image (``input_image_codes``): cond ``P[:-1] img P[-1:] A``, unconds
+      ``U[:-1] img U[-1:] A`` (no instruction) and ``P A`` (no image).
+    """
+    grid_h, grid_w = (int(g) for g in grid)
+    if grid_h < 1 or grid_w < 1:
+        raise ValueError(f"need a non-empty output grid, got {grid}")
+    prompt = np.asarray(_ids(prompt_ids), np.int32)
+    uncon = np.asarray(_ids(uncon_text_ids), np.int32)
+    mask, newline = tokens.mask_id, tokens["newline"]
+    rows = np.concatenate([np.full((grid_h, grid_w), mask), np.full((grid_h, 1), newline)], axis=1).reshape(-1)
+    answer = np.asarray([tokens["boa"], tokens["boi"], *rows, tokens["eoi"], tokens["eoa"]], np.int32)
+    positions = (2 + np.flatnonzero(rows != newline)).astype(np.int32)
+    join = lambda *parts: np.concatenate([*parts, answer]).astype(np.int32)
+    if input_image_codes is None:
+        return ImagePrompt(join(prompt), (join(uncon),), len(answer), positions, (grid_h, grid_w))
+    image = image_tokens_with_breaks(tokens, input_image_codes)
+    return ImagePrompt(join(prompt[:-1], image, prompt[-1:]), (join(uncon[:-1], image, uncon[-1:]), join(prompt)),
+                       len(answer), positions, (grid_h, grid_w))

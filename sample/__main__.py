@@ -27,10 +27,18 @@ TINY = {"checkpoint": ROOT / "tests/golden/mmada_tiny", "vq": ROOT / "tests/gold
         "prompt": "Make the sky at sunset orange."}
 TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "tests/golden/amused_vq_tiny",
               tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
-# parallel flags that only one model has (default None = not given), and the defaults they get
-M_ONLY = {"resolution": None, "text_cfg": 0.0, "text_guidance": "reference", "max_prompt_tokens": 256}
-A_ONLY = {"height": 512, "width": 512, "cfg_scale": 0.0, "text_block_length": 32, "system_prompt": None,
-          "input_size": 512, "random_crop": False, "restrict_text": False, "final_fill": "random"}
+# per subcommand: flags that only one model has (default None = not given) with the defaults they
+# then get, and flags both have whose defaults differ ((-M, -A))
+MODEL_FLAGS = {
+    "parallel": {"m": {"resolution": None, "text_cfg": 0.0, "text_guidance": "reference", "max_prompt_tokens": 256},
+                 "a": {"height": 512, "width": 512, "cfg_scale": 0.0, "text_block_length": 32, "system_prompt": None,
+                       "input_size": 512, "random_crop": False, "restrict_text": False, "final_fill": "random"},
+                 "both": {"image_steps": (30, 64)}},
+    "t2i": {"m": {"resolution": None, "max_text_len": 128, "temperature_mode": "compound"},
+            "a": {"height": 1024, "width": 1024, "image": None, "cfg_img": 4.0, "system_prompt": None,
+                  "input_size": 512, "random_crop": False},
+            "both": {"steps": (15, 64), "guidance": (3.5, None)}},
+}
 
 
 def _common(p: argparse.ArgumentParser, needs_vq: bool = True) -> None:
@@ -95,14 +103,27 @@ def parse(argv=None) -> argparse.Namespace:
                    help="the image token still masked at the end: a uniform random code (reference) or "
                         "the last step's draw")
 
-    p = sub.add_parser("t2i", help="text -> image")
+    p = sub.add_parser("t2i", help="text -> image (with --model a and --image: image -> image)")
     _common(p)
-    p.add_argument("--resolution", type=int, default=None)
-    p.add_argument("--max-text-len", type=int, default=128, help="text prefix length (the reference's M)")
-    p.add_argument("--steps", type=int, default=15)
-    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument("--model", choices=["m", "a"], default=None,
+                   help="MMaDA (MaskGIT t2i) or Lumina-DiMOO / MMaDA-Parallel-A (default: the checkpoint's kind)")
+    p.add_argument("--steps", type=int, default=None, help="default: 15 for -M, 64 for -A")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="default: 3.5 for -M; -A: 4.0 (text-to-image), 2.5 (image-to-image, the text guidance)")
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--temperature-mode", choices=["compound", "anneal"], default="compound")
+    g = p.add_argument_group("MMaDA only")
+    g.add_argument("--resolution", type=int, default=None)
+    g.add_argument("--max-text-len", type=int, default=None, help="text prefix length (the reference's M; 128)")
+    g.add_argument("--temperature-mode", choices=["compound", "anneal"], default=None)
+    g = p.add_argument_group("Lumina-DiMOO / MMaDA-Parallel-A only")
+    g.add_argument("--height", type=int, default=None, help="default 1024")
+    g.add_argument("--width", type=int, default=None, help="default 1024")
+    g.add_argument("--image", nargs="+", default=None, help="input image(s): image-to-image, one request each")
+    g.add_argument("--cfg-img", type=float, default=None, help="image-to-image: guidance against the image-free "
+                   "input (default 4.0)")
+    g.add_argument("--system-prompt", default=None)
+    g.add_argument("--input-size", type=int, default=None)
+    g.add_argument("--random-crop", action="store_const", const=True, default=None)
 
     for name, needs_vq in (("mmu", True), ("text", False)):
         p = sub.add_parser(name, help="image + question -> answer" if needs_vq else "prompt -> text")
@@ -140,30 +161,31 @@ def _defaults(args) -> None:
         args.tokenizer = args.tokenizer or tiny["tokenizer"]
         if args.prompt is None and args.prompts is None:
             args.prompt = tiny["prompt"]
-        if getattr(args, "image", "absent") is None:
+        if args.command in ("parallel", "mmu") and args.image is None:
             args.image = [str(tiny["image"])]
     args.tokenizer = args.tokenizer or args.checkpoint
     if args.command == "parallel" and args.vq is None and (args.checkpoint / "vqvae").is_dir():
         args.vq = args.checkpoint     # MMaDA-Parallel-A ships its VQ as the checkpoint's vqvae/ folder
 
 
-def _parallel_model(args, kind: str) -> str:
-    """``m`` or ``a`` from --model and the checkpoint's kind; flags of the other model are errors."""
+def _resolve_model(args, kind: str) -> str:
+    """``m`` or ``a`` from --model and the checkpoint's kind; flags of the other model are errors;
+    the model's defaults filled in."""
     model = "a" if kind == "dimoo" else "m"
     if args.model is not None and args.model != model:
         raise ValueError(f"--model {args.model} but {args.checkpoint} is a {kind!r} checkpoint "
-                         f"(MMaDA-Parallel-{model.upper()})")
-    other = A_ONLY if model == "m" else M_ONLY
-    given = [k for k in other if getattr(args, k) is not None]
+                         f"({'MMaDA-Parallel-A / Lumina-DiMOO' if model == 'a' else 'MMaDA'})")
+    flags = MODEL_FLAGS[args.command]
+    given = [k for k in flags["a" if model == "m" else "m"] if getattr(args, k) is not None]
     if given:
-        flags = ", ".join("--" + k.replace("_", "-") for k in given)
-        raise ValueError(f"{flags}: only for MMaDA-Parallel-{'A' if model == 'm' else 'M'}; {args.checkpoint} is "
-                         f"MMaDA-Parallel-{model.upper()}")
-    for k, v in (M_ONLY if model == "m" else A_ONLY).items():
+        names = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise ValueError(f"{names}: not for {args.checkpoint}, a {kind!r} checkpoint")
+    for k, v in flags[model].items():
         if getattr(args, k) is None:
             setattr(args, k, v)
-    if args.image_steps is None:
-        args.image_steps = 30 if model == "m" else 64
+    for k, (m, a) in flags["both"].items():
+        if getattr(args, k) is None:
+            setattr(args, k, m if model == "m" else a)
     return model
 
 
@@ -181,9 +203,9 @@ def _run(args) -> int:
     if args.command == "logits":
         return _logits(args)
     _defaults(args)
-    if args.command == "parallel":
+    if args.command in MODEL_FLAGS:
         from mmada_jax import load_config
-        args.model = _parallel_model(args, load_config(args.checkpoint).kind)
+        args.model = _resolve_model(args, load_config(args.checkpoint).kind)
     if args.command in ("parallel", "t2i", "mmu") and args.vq is None:
         raise ValueError(f"{args.command} needs --vq (the image tokenizer checkpoint)")
     mesh = make_mesh(parse_mesh(args.mesh)) if args.mesh else None
@@ -192,7 +214,7 @@ def _run(args) -> int:
     requests = pipelines.read_requests(args.prompt, args.prompts, getattr(args, "image", None) or ())
     common = dict(batch_size=args.batch_size, seed=args.seed, trajectory=args.trajectory, truncate=args.truncate)
     if args.command == "parallel" and args.model == "a":
-        if args.text_block_length != A_ONLY["text_block_length"]:
+        if args.text_block_length != MODEL_FLAGS["parallel"]["a"]["text_block_length"]:
             print(f"note: --text_block_length {args.text_block_length} is ignored (the reference ignores it too)")
         common.pop("truncate")
         records = pipelines.run_ti2ti(
@@ -209,6 +231,12 @@ def _run(args) -> int:
             image_cfg=args.image_cfg, text_guidance=args.text_guidance, text_temperature=args.text_temperature,
             image_temperature=args.image_temperature, remasking=args.remasking,
             max_prompt_tokens=args.max_prompt_tokens, **common)
+    elif args.command == "t2i" and args.model == "a":
+        common.pop("truncate")
+        records = pipelines.run_image_a(
+            pipe, requests, args.out, height=args.height, width=args.width, timesteps=args.steps,
+            cfg_scale=args.guidance, cfg_img=args.cfg_img, temperature=args.temperature,
+            system_prompt=args.system_prompt, input_size=args.input_size, random_crop=args.random_crop, **common)
     elif args.command == "t2i":
         records = pipelines.run_t2i(pipe, requests, args.out, resolution=args.resolution,
                                     max_text_len=args.max_text_len, timesteps=args.steps,

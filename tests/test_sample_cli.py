@@ -162,10 +162,25 @@ def test_parallel_a_batch_equals_single(tmp_path):
 
 def test_parallel_a_bad_inputs(tmp_path):
     out = _run("parallel", "--model", "a", "--text-cfg", 2.0, "--out", tmp_path)
-    assert out.returncode == 2 and "--text-cfg" in out.stderr and "only for MMaDA-Parallel-M" in out.stderr
+    assert out.returncode == 2 and "--text-cfg: not for" in out.stderr and "'dimoo'" in out.stderr
     out = _run("parallel", "--height", 64, "--out", tmp_path)
-    assert out.returncode == 2 and "--height" in out.stderr and "only for MMaDA-Parallel-A" in out.stderr
+    assert out.returncode == 2 and "--height: not for" in out.stderr and "'mmada'" in out.stderr
+    out = _run("t2i", "--image", ROOT / "tests/fixtures/demo_input.png", "--out", tmp_path)
+    assert out.returncode == 2 and "--image: not for" in out.stderr
     out = _run("parallel", "--checkpoint", golden_path("dimoo_tiny"), "--model", "m", "--out", tmp_path)
     assert out.returncode == 2 and "'dimoo'" in out.stderr
     out = _run("parallel", "--model", "a", *A_SMALL[:4], "--text_gen_length", 4000, "--out", tmp_path)
     assert out.returncode == 2 and "max_sequence_length" in out.stderr and "Make the sky" in out.stderr
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_t2i_a_end_to_end(tmp_path, image):
+    """Lumina-DiMOO / MMaDA-Parallel-A text-to-image, and image-to-image with --image."""
+    extra = ("--image", ROOT / "tests/fixtures/demo_input.png", "--input-size", 64) if image else ()
+    out = _run("t2i", "--model", "a", "--height", 48, "--width", 64, "--steps", 4, "--trajectory", "--out", tmp_path,
+               *extra)
+    assert out.returncode == 0, out.stderr
+    record = _check_outputs(tmp_path / "0000")
+    assert record["sampler"] == ("i2i" if image else "t2i") and len(record["image_codes"]) == 3 * 4
+    assert record["cfg_scale"] == (2.5 if image else 4.0) and record["timesteps"] == 4
+    assert np.asarray(Image.open(tmp_path / "0000/image.png")).shape == (48, 64, 3)

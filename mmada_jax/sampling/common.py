@@ -76,6 +76,14 @@ def image_step_indices(text_steps: int, image_steps: int) -> np.ndarray:
     return np.unique(np.round(values).astype(np.int64))
 
 
+def left_padding(pads, length: int) -> dict[str, np.ndarray]:
+    """Sampler constants for rows left-padded by ``pads`` [R] to ``length``: the hard
+    ``attention_mask`` [R, L] of the real tokens and RoPE ``position_ids`` counting from each
+    row's first real token, so a padded row computes what it computes alone."""
+    real = (np.arange(length)[None] >= np.asarray(pads)[:, None]).astype(np.int32)
+    return {"attention_mask": real, "position_ids": np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32)}
+
+
 # ----------------------------------------------------------------------------- noise
 
 def gumbel_from_uniform(u: jax.Array) -> jax.Array:
@@ -183,7 +191,8 @@ class Randomness:
     keys: jax.Array | None = None
     tape: Mapping[str, np.ndarray] | None = None
 
-    STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel", "randn_remask", "randint_fill")
+    STREAMS = ("u_text_gumbel", "u_text_random", "u_multinomial", "u_gumbel", "randn_remask", "randint_fill",
+               "u_remask_gumbel")
 
     def _draw(self, stream: str, index, shape, dtype, sample) -> jax.Array:
         """The recorded ``stream`` at ``index``, else ``sample(key, shape[1:], dtype)`` per row

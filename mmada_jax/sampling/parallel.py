@@ -26,8 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .common import (as_randomness, exact_default, image_step_indices, mask_ratio_schedule, num_transfer_tokens,
-                     unmask_by_confidence)
+from .common import (as_randomness, exact_default, image_step_indices, left_padding, mask_ratio_schedule,
+                     num_transfer_tokens, unmask_by_confidence)
 from .maskgit import image_update
 from .runner import SamplerOutput, run_scan
 from ..prompting import interleave_output_init, pad_rows
@@ -164,9 +164,7 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, text_l
                          f"{model.config.max_sequence_length}")
     consts = {"uncond": uncond}
     if padded:
-        real = np.stack([np.r_[np.zeros(lc - len(r), np.int32), np.ones(len(r) + out.shape[1], np.int32)]
-                         for r in cond_rows])
-        consts.update(attention_mask=real, position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32))
+        consts.update(left_padding([lc - len(r) for r in cond_rows], total))
     exact = exact_default() if exact is None else exact
     k = num_transfer_tokens(np.asarray([text_len - 1]), text_steps)[0]
     is_image = np.isin(np.arange(text_steps), image_step_indices(text_steps, image_steps))

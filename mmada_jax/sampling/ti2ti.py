@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .common import (F32_MAX, as_randomness, categorical_from_uniform, exact_default, first_argmax,
-                     image_step_indices, mask_ratio_schedule, top_k_mask, unmask_by_confidence)
+                     image_step_indices, left_padding, mask_ratio_schedule, top_k_mask, unmask_by_confidence)
 from .runner import SamplerOutput, run_scan
 
 
@@ -218,8 +218,7 @@ def _generate(model, x, overlays, pads, *, text_start, text_end, image_start, se
     consts = dict(overlays, image_positions=positions.astype(np.int32))
     padded = pads is not None and bool(np.any(pads))
     if padded:
-        real = (np.arange(length)[None] >= np.asarray(pads)[:, None]).astype(np.int32)
-        consts.update(attention_mask=real, position_ids=np.maximum(np.cumsum(real, 1) - 1, 0).astype(np.int32))
+        consts.update(left_padding(pads, length))
 
     # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
     k = np.zeros((text_steps, b), np.int32)
