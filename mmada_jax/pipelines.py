@@ -174,8 +174,8 @@ def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution
                  text_len: int = 256, text_steps: int = 128, image_steps: int = 30, text_cfg: float = 0.0,
                  image_cfg: float = 4.0, text_guidance: str = "reference", text_temperature: float = 0.0,
                  image_temperature: float = 1.0, remasking: str = "low_confidence", max_prompt_tokens: int = 256,
-                 truncate: bool = False,
-                 batch_size: int = 1, seed: int = 0, trajectory: bool = False, log=print) -> list[dict]:
+                 truncate: bool = False, batch_size: int = 1, seed: int = 0, trajectory: bool = False,
+                 log=print) -> list[dict]:
     """MMaDA-Parallel-M thinking-aware editing: input image + instruction -> reasoning + image."""
     t = pipe.config.tokens
     size = resolution or getattr(pipe.vq.config, "image_size", 512)
@@ -213,6 +213,23 @@ def run_parallel(pipe: Pipeline, requests: list[Request], out_dir, *, resolution
         return records
 
     return _run_batches(requests, batch_size, text_steps, log, run_one)
+
+
+def _check_a(pipe: Pipeline) -> None:
+    if pipe.config.kind != "dimoo":
+        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; this sampler needs "
+                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
+    if pipe.vq is None or pipe.vq.kind != "amused":
+        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
+                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
+
+
+def _input_codes_a(pipe: Pipeline, path, input_size: int, random_crop: bool, seed: int) -> np.ndarray:
+    """An input image for -A: the reference's aspect-ratio crop (centred, or Python ``random``
+    seeded with ``seed``), VQ-encoded to its [rows, cols] code grid."""
+    import random
+    pixels = np.asarray(pipe.vq.load_image(path, size=input_size, rng=random.Random(seed) if random_crop else None))
+    return np.asarray(pipe.vq.encode(pixels[None]))[0].reshape(pipe.vq.grid(*pixels.shape[:2]))
 
 
 def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int = 512, width: int = 512,
@@ -277,23 +294,6 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
         return records
 
     return _run_batches(requests, batch_size, text_steps, log, run_one)
-
-
-def _check_a(pipe: Pipeline) -> None:
-    if pipe.config.kind != "dimoo":
-        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; this sampler needs "
-                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
-    if pipe.vq is None or pipe.vq.kind != "amused":
-        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
-                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
-
-
-def _input_codes_a(pipe: Pipeline, path, input_size: int, random_crop: bool, seed: int) -> np.ndarray:
-    """An input image for -A: the reference's aspect-ratio crop (centred, or Python ``random``
-    seeded with ``seed``), VQ-encoded to its [rows, cols] code grid."""
-    import random
-    pixels = np.asarray(pipe.vq.load_image(path, size=input_size, rng=random.Random(seed) if random_crop else None))
-    return np.asarray(pipe.vq.encode(pixels[None]))[0].reshape(pipe.vq.grid(*pixels.shape[:2]))
 
 
 def run_image_a(pipe: Pipeline, requests: list[Request], out_dir, *, height: int = 1024, width: int = 1024,
