@@ -1,0 +1,71 @@
+"""MMaDA-Parallel-A sampler (``generate_ti2ti``) speed against the MMaDA-Parallel-M sampler at the
+same sizes, measured in the same run.
+
+    python bench/sampler_a.py                      # d_model 256, 4 layers, real vocabularies, B=1
+    python bench/sampler_a.py --d-model 64 --batch 1,4
+
+Both models: the DEVELOPERS.md yardstick shape (256 output image codes, 64 text tokens, 64 steps,
+an input image of 64 codes, both guidances). -A's layout adds a NEWLINE per image row (16x16
+grid), its text argmax runs over the whole vocabulary (as the reference) and its image steps run
+two unconditional rows (three rows in all, against -M's two). Prints seconds per trajectory
+(best of 2 after a warm-up; compile excluded) and the -A/-M ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import jax
+import numpy as np
+
+from mmada_jax import ModelConfig, init_model
+from mmada_jax import prompting as P
+from mmada_jax.prompting_a import ti2ti_prompt
+from mmada_jax.sampling import parallel_generate
+from mmada_jax.sampling.ti2ti import generate_from_prompt
+from sampler import timed
+
+
+def model_of(config_path: str, args):
+    base = ModelConfig.from_yaml(config_path)
+    config = dataclasses.replace(base, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
+                                 n_kv_heads=args.heads, mlp_hidden_size=3 * args.d_model, dtype="float32",
+                                 param_dtype="float32", remat_policy="none")
+    return init_model(config, seed=0)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--image-steps", type=int, default=30)
+    parser.add_argument("--batch", default="1")
+    args = parser.parse_args()
+    side, text, rng = 16, 64, np.random.default_rng(0)
+    m_model = model_of("configs/mmada_parallel_m.yaml", args)
+    a_model = model_of("configs/mmada_parallel_a.yaml", args)
+    print(f"backend {jax.default_backend()}; d={args.d_model} L={args.layers}; -M vocab {m_model.config.vocab_size}, "
+          f"-A vocab {a_model.config.vocab_size}; {side * side} image + {text} text tokens, {args.steps} steps "
+          f"({args.image_steps} with image updates), both guidances")
+    print(f"{'B':>3} {'-M s/traj':>10} {'-A s/traj':>10} {'-A/-M':>6}")
+    ta = a_model.config.tokens
+    for b in map(int, args.batch.split(",")):
+        keys = jax.random.split(jax.random.key(0), b)
+        rows = [P.interleave_inference_prompt(m_model.config.tokens, rng.integers(0, 8192, 64), rng.integers(0, 100, 8).tolist())
+                for _ in range(b)]
+        run_m = lambda: parallel_generate(m_model, [r[0] for r in rows], [r[1] for r in rows], num_image_tokens=side * side,
+                                          text_len=text, text_steps=args.steps, image_steps=args.image_steps,
+                                          text_cfg=2.5, image_cfg=4.0, seed=keys)
+        prompts = [ti2ti_prompt(ta, rng.integers(0, 100, 16), rng.integers(0, 100, 8), rng.integers(0, 8192, (8, 8)),
+                                grid=(side, side), text_gen_length=text) for _ in range(b)]
+        run_a = lambda: generate_from_prompt(a_model, prompts, text_steps=args.steps, timesteps=args.image_steps,
+                                             cfg_scale=2.5, cfg_img=4.0, text_temperature=0.0, seed=keys)
+        m, a = timed(run_m), timed(run_a)
+        print(f"{b:3d} {m:10.2f} {a:10.2f} {a / m:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
