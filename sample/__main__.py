@@ -164,7 +164,7 @@ def _defaults(args) -> None:
         if args.command in ("parallel", "mmu") and args.image is None:
             args.image = [str(tiny["image"])]
     args.tokenizer = args.tokenizer or args.checkpoint
-    if args.command == "parallel" and args.vq is None and (args.checkpoint / "vqvae").is_dir():
+    if args.command in ("parallel", "t2i") and args.vq is None and (args.checkpoint / "vqvae").is_dir():
         args.vq = args.checkpoint     # MMaDA-Parallel-A ships its VQ as the checkpoint's vqvae/ folder
 
 
