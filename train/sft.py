@@ -1,7 +1,8 @@
 """python -m train.sft --config configs/NAME.yaml [key=value ...] [--compile-only --mesh fsdp=N]
 
-Trains MMaDA-Parallel-M with the parallel SFT objective (see configs/tiny_sft.yaml and
-configs/mmada_parallel_m_sft.yaml). ``--compile-only`` compiles the train step for abstract shapes
+Parallel SFT of MMaDA-Parallel-M or MMaDA-Parallel-A (the config's ``objective``; ``auto`` follows
+the checkpoint's kind): see configs/tiny_sft.yaml, configs/mmada_parallel_m_sft.yaml,
+configs/tiny_sft_a.yaml and configs/mmada_parallel_a_sft.yaml. ``--compile-only`` compiles the train step for abstract shapes
 on N fake CPU devices and prints each device's memory (the AOT memory plan); ``--per-device-batch``
 sets the batch for it, ``--search-batch GB`` finds the largest per-device batch that fits GB.
 """
