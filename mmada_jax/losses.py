@@ -294,10 +294,10 @@ def dimoo_sft_inputs(tokens: TokenIds, batch: Mapping[str, jax.Array], rand: Map
     add([tokens["eoa"]], yes)
 
     ids, labels, valid = (jnp.concatenate([seg[i] for seg in segments], axis=1) for i in range(3))
+    answer_start = jnp.sum(valid[:, :prefix_width], axis=-1)   # real tokens before <answer>
     order = jnp.argsort(~valid, axis=-1, stable=True)        # pack the valid tokens to the left
     take = lambda a: jnp.take_along_axis(a, order, axis=-1)
     ids, labels, valid = take(ids), take(labels), take(valid)
-    answer_start = jnp.sum(jnp.concatenate([seg[2] for seg in segments], axis=1)[:, :prefix_width], axis=-1)
     return DimooSFTInputs(jnp.where(valid, ids, 0), jnp.where(valid, labels, IGNORE), valid,
                           answer_start.astype(jnp.int32), ids.shape[1] - prefix_width)
 

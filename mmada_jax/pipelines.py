@@ -21,7 +21,7 @@ from . import prompting
 from .config import ModelConfig
 from .hf_io import CheckpointError
 from .loading import load_model
-from .prompting_a import EDIT_SYSTEM_PROMPT, T2I_SYSTEM_PROMPT
+from .prompting_a import EDIT_SYSTEM_PROMPT, T2I_SYSTEM_PROMPT, UNCONDITION, turn_text
 from .sampling import llada_generate, parallel_generate, t2i_generate
 from .sampling.runner import report_compiles
 from .tokenizer import TextTokenizer, load_tokenizer
@@ -255,7 +255,7 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
     settings = dict(text_steps=text_steps, timesteps=timesteps, temperature=temperature,
                     text_temperature=text_temperature, cfg_scale=cfg_scale, cfg_img=cfg_img, remasking=remasking,
                     restrict_text_to_text_ids=restrict_text_to_text_ids, final_fill=final_fill)
-    uncon_ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user><uncondition></user>")
+    uncon_ids = pipe.tokenizer.encode_prompt(turn_text(system_prompt, UNCONDITION))
     eoa_ids = pipe.tokenizer.encode("</answer>")
     log(f"ti2ti (MMaDA-Parallel-A): {len(requests)} request(s), output {height}x{width} ({grid[0]}x{grid[1]} codes), "
         f"text budget {text_gen_length}, {text_steps} steps ({timesteps} with image updates)")
@@ -267,7 +267,7 @@ def run_ti2ti(pipe: Pipeline, requests: list[Request], out_dir, *, height: int =
         for r in chunk:
             codes = _input_codes_a(pipe, r.image, input_size, random_crop, seed)
             input_grids.append(codes.shape)
-            prompt_ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user>{r.prompt}</user>")
+            prompt_ids = pipe.tokenizer.encode_prompt(turn_text(system_prompt, r.prompt))
             p = ti2ti_layout(t, prompt_ids, uncon_ids, codes, grid=grid, text_gen_length=text_gen_length,
                              eoa_ids=eoa_ids)
             if len(p.full_input_ids) > max_len:
@@ -318,7 +318,7 @@ def run_image_a(pipe: Pipeline, requests: list[Request], out_dir, *, height: int
     kind = "i2i" if i2i else "t2i"
     settings = dict(height=height, width=width, timesteps=timesteps, cfg_scale=cfg_scale,
                     cfg_img=cfg_img if i2i else None, temperature=temperature, system_prompt=system_prompt)
-    uncon = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user><uncondition></user>")
+    uncon = pipe.tokenizer.encode_prompt(turn_text(system_prompt, UNCONDITION))
     log(f"{kind} (Lumina-DiMOO / MMaDA-Parallel-A): {len(requests)} request(s), {height}x{width} "
         f"({grid[0]}x{grid[1]} codes), {timesteps} steps")
     out_dir = Path(out_dir)
@@ -327,7 +327,7 @@ def run_image_a(pipe: Pipeline, requests: list[Request], out_dir, *, height: int
         prompts = []
         for r in chunk:
             codes = _input_codes_a(pipe, r.image, input_size, random_crop, seed) if i2i else None
-            ids = pipe.tokenizer.encode_prompt(f"<system>{system_prompt}</system><user>{r.prompt}</user>")
+            ids = pipe.tokenizer.encode_prompt(turn_text(system_prompt, r.prompt))
             prompts.append(image_prompt(pipe.config.tokens, ids, uncon, grid=grid, input_image_codes=codes))
         out = generate_image(pipe.model, prompts, weights=weights, timesteps=timesteps, temperature=temperature,
                              seed=_row_keys(seed, start, len(chunk)), return_trajectory=trajectory)
@@ -365,9 +365,9 @@ def run_t2i(pipe: Pipeline, requests: list[Request], out_dir, *, resolution: int
                            return_trajectory=trajectory, **settings)
         images = pipe.vq.to_uint8(pipe.vq.decode(out.image_codes, grid=grid))
         records = []
+        positions = np.arange(ids.shape[1] - n - 1, ids.shape[1] - 1)   # the image region
         for i, r in enumerate(chunk):
-            start_i = ids.shape[1] - n - 1
-            frames = (_trajectory_frames(pipe, out.trajectory[:, i], np.arange(start_i, start_i + n), grid, None, "t2i")
+            frames = (_trajectory_frames(pipe, out.trajectory[:, i], positions, grid, None, "t2i")
                       if trajectory else None)
             record = dict(sampler="t2i", seed=seed, row_key=start + i, resolution=size, **settings, **pipe.paths,
                           image_codes=out.image_codes[i].tolist())

@@ -37,6 +37,15 @@ EDIT_SYSTEM_PROMPT = "Generate an image applying the following editing instructi
 #: the system turn of Lumina-DiMOO's text-to-image prompt (``prompt_utils.create_prompt_templates``)
 T2I_SYSTEM_PROMPT = "Generate an image according to the text prompt."
 
+#: the instruction of the unconditional turn
+UNCONDITION = "<uncondition>"
+
+
+def turn_text(system: str, user: str) -> str:
+    """The -A prompt text the reference tokenizes: ``<system>S</system><user>U</user>``."""
+    return f"<system>{system}</system><user>{user}</user>"
+
+
 #: pixels per VQ code along each side (the aMUSEd VQ-GAN of MMaDA-Parallel-A downsamples by 16)
 DOWNSAMPLE = 16
 
@@ -155,33 +164,51 @@ def ti2ti_layout(tokens: TokenIds, prompt_ids: Sequence[int], uncon_text_ids: Se
     ``prompt_ids`` = ``tokenizer("<system>S</system><user>I</user>")``, ``uncon_text_ids`` = the
     same with ``<uncondition>`` as the instruction, ``eoa_ids`` =
     ``tokenizer("</answer>", add_special_tokens=False)`` (default: the table's ``</answer>``)."""
-    grid_h, grid_w = (int(g) for g in grid)
-    if grid_h < 1 or grid_w < 1 or text_gen_length < 1:
-        raise ValueError(f"need a non-empty output grid and text budget, got grid {grid}, T {text_gen_length}")
-    prompt = np.asarray(_ids(prompt_ids), np.int32)
-    uncon = np.asarray(_ids(uncon_text_ids), np.int32)
-    if len(prompt) < 2 or len(uncon) < 2:
-        raise ValueError("the tokenized prompt and unconditional prompt need at least two tokens "
-                         "(the image goes before the last one, </user>)")
+    if text_gen_length < 1:
+        raise ValueError(f"need a non-empty text budget, got T {text_gen_length}")
+    grid_rows = masked_grid(tokens, grid)
+    prompt, uncon = _turn(prompt_ids), _turn(uncon_text_ids)
     image = image_tokens_with_breaks(tokens, input_image_codes)
-    con_input = np.concatenate([prompt[:-1], image, prompt[-1:]]).astype(np.int32)
-    uncon_text = np.concatenate([uncon[:-1], image, uncon[-1:]]).astype(np.int32)
-    mask, newline = tokens.mask_id, tokens["newline"]
-    grid_rows = np.concatenate([np.full((grid_h, grid_w), mask), np.full((grid_h, 1), newline)], axis=1)
+    con_input, uncon_text = with_image(prompt, image), with_image(uncon, image)
     eoa = [tokens["eoa"]] if eoa_ids is None else _ids(eoa_ids)
-    answer = np.asarray([tokens["boa"], tokens["boi"], *grid_rows.reshape(-1), tokens["eoi"],
-                         *([mask] * text_gen_length), *eoa], np.int32)
+    answer = np.asarray([tokens["boa"], tokens["boi"], *grid_rows, tokens["eoi"],
+                         *([tokens.mask_id] * text_gen_length), *eoa], np.int32)
     full = np.concatenate([con_input, answer]).astype(np.int32)
+    grid_h, grid_w = (int(g) for g in grid)
     code_start = len(con_input)
     image_start = code_start + 2
-    image_end = image_start + grid_h * (grid_w + 1)
+    image_end = image_start + len(grid_rows)
     text_start = image_end + 1
     indices = TI2TIIndices(code_start, image_start, image_end, text_start, text_start + text_gen_length,
                            grid_h * grid_w, grid_w, grid_h, grid_w)
     return TI2TIPrompt(prompt_ids=prompt, uncon_text_ids=uncon, input_img_token=image, con_input_list=con_input,
                        uncon_input_text=uncon_text, uncon_input_image=prompt.copy(), full_input_ids=full,
                        indices=indices,
-                       image_position_mapping=image_positions(full, image_start, image_end, newline))
+                       image_position_mapping=image_positions(full, image_start, image_end, tokens["newline"]))
+
+
+def masked_grid(tokens: TokenIds, grid: tuple[int, int]) -> np.ndarray:
+    """The masked output image region: ``grid_h`` rows of ``grid_w`` MASK tokens, each followed by
+    NEWLINE (flat, int32)."""
+    grid_h, grid_w = (int(g) for g in grid)
+    if grid_h < 1 or grid_w < 1:
+        raise ValueError(f"need a non-empty output grid, got {grid}")
+    rows = np.concatenate([np.full((grid_h, grid_w), tokens.mask_id), np.full((grid_h, 1), tokens["newline"])], axis=1)
+    return rows.reshape(-1).astype(np.int32)
+
+
+def with_image(turn: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """A tokenized user turn with the image tokens before its last token (``</user>``):
+    ``turn[:-1] + image + turn[-1:]``."""
+    return np.concatenate([turn[:-1], image, turn[-1:]]).astype(np.int32)
+
+
+def _turn(ids: Sequence[int]) -> np.ndarray:
+    turn = np.asarray(_ids(ids), np.int32)
+    if len(turn) < 2:
+        raise ValueError(f"a tokenized prompt needs at least two tokens (the image goes before the last one, "
+                         f"</user>), got {turn.tolist()}")
+    return turn
 
 
 def image_positions(sequence: np.ndarray, image_start: int, image_end: int, newline_id: int) -> np.ndarray:
@@ -212,18 +239,14 @@ def image_prompt(tokens: TokenIds, prompt_ids: Sequence[int], uncon_text_ids: Se
     * image-to-image (``input_image_codes``): cond ``P[:-1] img P[-1:] A``, unconds
       ``U[:-1] img U[-1:] A`` (no instruction) and ``P A`` (no image).
     """
-    grid_h, grid_w = (int(g) for g in grid)
-    if grid_h < 1 or grid_w < 1:
-        raise ValueError(f"need a non-empty output grid, got {grid}")
-    prompt = np.asarray(_ids(prompt_ids), np.int32)
-    uncon = np.asarray(_ids(uncon_text_ids), np.int32)
-    mask, newline = tokens.mask_id, tokens["newline"]
-    rows = np.concatenate([np.full((grid_h, grid_w), mask), np.full((grid_h, 1), newline)], axis=1).reshape(-1)
+    rows = masked_grid(tokens, grid)
+    prompt, uncon = _turn(prompt_ids), _turn(uncon_text_ids)
     answer = np.asarray([tokens["boa"], tokens["boi"], *rows, tokens["eoi"], tokens["eoa"]], np.int32)
-    positions = (2 + np.flatnonzero(rows != newline)).astype(np.int32)
+    positions = image_positions(answer, 2, 2 + len(rows), tokens["newline"])
+    grid = tuple(int(g) for g in grid)
     join = lambda *parts: np.concatenate([*parts, answer]).astype(np.int32)
     if input_image_codes is None:
-        return ImagePrompt(join(prompt), (join(uncon),), len(answer), positions, (grid_h, grid_w))
+        return ImagePrompt(join(prompt), (join(uncon),), len(answer), positions, grid)
     image = image_tokens_with_breaks(tokens, input_image_codes)
-    return ImagePrompt(join(prompt[:-1], image, prompt[-1:]), (join(uncon[:-1], image, uncon[-1:]), join(prompt)),
-                       len(answer), positions, (grid_h, grid_w))
+    return ImagePrompt(join(with_image(prompt, image)), (join(with_image(uncon, image)), join(prompt)),
+                       len(answer), positions, grid)

@@ -52,7 +52,6 @@ class _Static:
     offset: int
     codebook_size: int
     mask_id: int
-    padded: bool
     exact: bool
     trajectory: bool
 
@@ -128,12 +127,11 @@ def generate_image(model, prompts: ImagePrompt | Sequence[ImagePrompt], *, weigh
             pads[g, row] = length - len(seq)
             prefixes[g, row, pads[g, row]:] = np.asarray(seq[:-ta], np.int32)
     consts = {"prefixes": prefixes, "image_positions": np.asarray(first.image_positions, np.int32)}
-    padded = bool(pads.any())
-    if padded:
+    if pads.any():
         consts.update(left_padding(pads.reshape(-1), length))
     exact = exact_default() if exact is None else exact
     static = _Static(length - ta, tuple(float(weights[g]) for g in used), float(temperature), t.image_offset,
-                     t.codebook_size, t.mask_id, padded, exact, return_trajectory)
+                     t.codebook_size, t.mask_id, exact, return_trajectory)
     n = len(first.image_positions)
     xs = (np.arange(timesteps, dtype=np.int32), keep_schedule(n, timesteps))
     init = np.tile(np.asarray(first.cond[-ta:], np.int32), (b, 1))

@@ -57,7 +57,6 @@ class _Static:
     offset: int
     codebook_size: int
     mask_id: int
-    padded: bool
     exact: bool
     trajectory: bool
 
@@ -174,21 +173,33 @@ def generate_ti2ti(model, input_ids, *, text_start: int, text_end: int, image_st
     x = np.asarray(input_ids, np.int32)
     x = x[None] if x.ndim == 1 else x
     b, length = x.shape
-    overlays = {}
+    prefixes = {}
     for name, prefix in (("uncon_text", uncon_text), ("uncon_image", uncon_image)):
         p = np.zeros((b, 0), np.int32) if prefix is None else np.asarray(prefix, np.int32)
         p = np.broadcast_to(p[None] if p.ndim == 1 else p, (b, p.shape[-1]))
         if p.shape[1] > length:
             raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
-        overlays[name] = np.zeros((b, length), np.int32)
-        overlays[name][:, :p.shape[1]] = p
-        overlays[f"{name}_on"] = np.broadcast_to(np.arange(length) < p.shape[1], (b, length)).copy()
-    return _generate(model, x, overlays, None, text_start=text_start, text_end=text_end, image_start=image_start,
+        prefixes[name] = list(p)
+    return _generate(model, x, _prefix_overlays(prefixes, np.zeros(b, np.int32), length), None, text_start=text_start, text_end=text_end, image_start=image_start,
                      seq_len=seq_len, newline_every=newline_every, text_steps=text_steps, timesteps=timesteps,
                      temperature=temperature, text_temperature=text_temperature, cfg_scale=cfg_scale,
                      cfg_img=cfg_img, remasking=remasking, schedule=schedule,
                      restrict_text_to_text_ids=restrict_text_to_text_ids, final_fill=final_fill, seed=seed,
                      tape=tape, exact=exact, return_trajectory=return_trajectory)
+
+
+def _prefix_overlays(prefixes: dict, pads: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """Per-row overlays of the unconditional prefixes: ``name`` [B, L] holds row b's prefix at
+    ``[pads[b], pads[b] + len)`` and ``name_on`` [B, L] marks those positions (the reference's
+    in-place overwrite of the sequence's start, moved past each row's left padding)."""
+    out = {}
+    for name, rows in prefixes.items():
+        out[name] = np.zeros((len(rows), length), np.int32)
+        out[f"{name}_on"] = np.zeros((len(rows), length), bool)
+        for row, (prefix, pad) in enumerate(zip(rows, pads)):
+            out[name][row, pad:pad + len(prefix)] = prefix
+            out[f"{name}_on"][row, pad:pad + len(prefix)] = True
+    return out
 
 
 def _generate(model, x, overlays, pads, *, text_start, text_end, image_start, seq_len, newline_every, text_steps,
@@ -216,8 +227,7 @@ def _generate(model, x, overlays, pads, *, text_start, text_end, image_start, se
         raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
 
     consts = dict(overlays, image_positions=positions.astype(np.int32))
-    padded = pads is not None and bool(np.any(pads))
-    if padded:
+    if pads is not None and np.any(pads):
         consts.update(left_padding(pads, length))
 
     # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
@@ -235,8 +245,8 @@ def _generate(model, x, overlays, pads, *, text_start, text_end, image_start, se
 
     exact = exact_default() if exact is None else exact
     static = _Static(text_start, text_end, seq_len, float(cfg_scale), float(cfg_img), float(temperature),
-                     float(text_temperature), remasking, restrict_text_to_text_ids, off, kk, mask, padded,
-                     exact, return_trajectory)
+                     float(text_temperature), remasking, restrict_text_to_text_ids, off, kk, mask, exact,
+                     return_trajectory)
     rnd = as_randomness(seed, b, tape)
     xs = (np.arange(text_steps, dtype=np.int32), k, is_image, caps, temps)
     init = (x, np.int32(0), np.int32(0), np.zeros((b, seq_len), np.int32))
@@ -291,14 +301,10 @@ def generate_from_prompt(model, prompts, **settings) -> SamplerOutput:
     pads = np.asarray([length - len(p.full_input_ids) for p in prompts], np.int32)
     pad_id = model.config.tokens.pad_id
     x = np.full((len(prompts), length), pad_id, np.int32)
-    overlays = {k: np.zeros((len(prompts), length), v) for k, v in
-                (("uncon_text", np.int32), ("uncon_text_on", bool), ("uncon_image", np.int32), ("uncon_image_on", bool))}
     for row, (p, pad) in enumerate(zip(prompts, pads)):
         x[row, pad:] = p.full_input_ids
-        for name, prefix in (("uncon_text", p.uncon_input_text), ("uncon_image", p.uncon_input_image)):
-            stop = min(length, pad + len(prefix))
-            overlays[name][row, pad:stop] = prefix[:stop - pad]
-            overlays[f"{name}_on"][row, pad:stop] = True
+    overlays = _prefix_overlays({"uncon_text": [p.uncon_input_text for p in prompts],
+                                 "uncon_image": [p.uncon_input_image for p in prompts]}, pads, length)
     i = prompts[int(np.argmin(pads))].indices     # a row without padding: its indices are the batch's
     settings = {**_DEFAULTS, **settings}
     out = _generate(model, x, overlays, pads, text_start=i.text_start, text_end=i.text_end, image_start=i.image_start,

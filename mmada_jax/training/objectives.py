@@ -109,17 +109,17 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
         static["answer_len"] = inputs.answer_len
         return inputs.input_ids
     width = jax.eval_shape(probe, {k: jax.ShapeDtypeStruct((1,) + s, np.int32) for k, s in
-                                   _a_shapes(n, length).items()}, jax.random.key(0)).shape[1]
+                                   _batch_shapes(n, length).items()}, jax.random.key(0)).shape[1]
     return Objective(name, loss, width, static["answer_len"], M_KEYS + ("has_input_image",))
 
 
-def _a_shapes(n: int, length: int) -> dict:
+def _batch_shapes(n: int, length: int) -> dict:
     return {"input_image_codes": (n,), "output_image_codes": (n,), "input_text": (length,),
             "output_text": (length,), "input_text_len": (), "output_text_len": (), "has_input_image": ()}
 
 
 def abstract_batch(objective: Objective, layout: DataLayout, text_len: int, grad_accum: int, micro: int) -> dict:
     """ShapeDtypeStructs of a step's batch [grad_accum, micro, ...] (for AOT compilation)."""
-    shapes = _a_shapes(layout.num_image_tokens, text_len)
+    shapes = _batch_shapes(layout.num_image_tokens, text_len)
     return {k: jax.ShapeDtypeStruct((grad_accum, micro) + shapes[k], np.bool_ if k == "has_input_image" else np.int32)
             for k in objective.batch_keys}
