@@ -144,7 +144,8 @@ def test_dimoo_sft_inputs_match_the_reference_items():
     from mmada_jax.losses import IGNORE, dimoo_sft_inputs
     g = load_npz(golden_path("losses/a_sft.npz"))
     tokens = load_config(golden_path("dimoo_tiny")).tokens
-    text_len = 16
+    # a text budget that holds every item's BOS + ids + EOS
+    text_len = 2 + max(len(g[k]) for k in g if k.endswith(("__answer_ids", "__instruction_ids")))
     for i, length in enumerate(g["a__lengths"]):
         batch, rand = _a_item_batch(g, i, tokens, text_len)
         (_, in_w), (_, out_w) = g[f"a__item{i}__input_grid_hw"], g[f"a__item{i}__output_grid_hw"]

@@ -85,16 +85,16 @@ def test_sampled_fill_and_seeded_runs(model):
     assert not np.any(out.ids[0, g["image_position_mapping"]] == mask)
     off = model.config.tokens.image_offset
     np.testing.assert_array_equal(out.ids[0, g["image_position_mapping"]] - off, out.image_codes[0])
-    text_start, text_end = (int(v) for v in g["params"][:2])
-    kw = dict(text_start=text_start, text_end=text_end, image_start=int(g["params"][2]), seq_len=16,
-              newline_every=4, text_steps=8, timesteps=4, uncon_text=g["uncon_text"], uncon_image=g["uncon_image"],
-              restrict_text_to_text_ids=True)
+    text_start, text_end, image_start, n, newline_every, steps = (int(v) for v in g["params"][:6])
+    kw = dict(text_start=text_start, text_end=text_end, image_start=image_start, seq_len=n,
+              newline_every=newline_every, text_steps=steps, timesteps=int(g["params"][8]), uncon_text=g["uncon_text"],
+              uncon_image=g["uncon_image"], restrict_text_to_text_ids=True)
     a = generate_ti2ti(model, g["input_ids"], seed=3, **kw)
     b = generate_ti2ti(model, g["input_ids"], seed=3, **kw)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.image_codes, b.image_codes)
     assert np.all(a.text_ids < model.config.tokens.image_offset) and not np.any(a.text_ids == mask)
-    assert a.image_codes.min() >= 0 and a.image_codes.max() < 64
+    assert a.image_codes.min() >= 0 and a.image_codes.max() < model.config.tokens.codebook_size
 
 
 @pytest.mark.golden

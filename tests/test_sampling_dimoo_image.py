@@ -77,9 +77,10 @@ def test_batch_equals_single_runs(model):
     t = model.config.tokens
     rng = np.random.default_rng(0)
     u = _turn(t, [5, 6], [t["uncondition"]])
-    prompts = [image_prompt(t, _turn(t, [5, 6], [7]), u, grid=(3, 3), input_image_codes=rng.integers(0, 64, (2, 2))),
+    k = t.codebook_size
+    prompts = [image_prompt(t, _turn(t, [5, 6], [7]), u, grid=(3, 3), input_image_codes=rng.integers(0, k, (2, 2))),
                image_prompt(t, _turn(t, [5, 6], list(range(20, 31))), u, grid=(3, 3),
-                            input_image_codes=rng.integers(0, 64, (1, 3)))]
+                            input_image_codes=rng.integers(0, k, (1, 3)))]
     keys = jax.random.split(jax.random.key(5), 2)
     kw = dict(weights=(2.5, 4.0), timesteps=5, temperature=1.0)
     batch = generate_image(model, prompts, seed=keys, **kw)
