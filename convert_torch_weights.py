@@ -3,6 +3,9 @@
     python convert_torch_weights.py SRC_DIR DST_DIR [--dtype float32|bfloat16] [--kind KIND]
     python convert_torch_weights.py OUR_CKPT HF_DIR --to-hf [--dtype ...]
 
+OUR_CKPT: a converted checkpoint, a training run folder (train.sft's out_dir: its latest step) or
+one training checkpoint (out_dir/checkpoints/N); read through mmada_jax.checkpoints.
+
 Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (the MMaDA-Parallel-A
 transformer), magvitv2 (MAGVIT-v2 image tokenizer), amused (the aMUSEd VQ of -A, in a vqvae/
 subfolder); detected from the source config.json unless --kind is given. Exits non-zero with a message naming the
@@ -19,7 +22,8 @@ def main(argv=None) -> int:
     from mmada_jax.convert import KINDS, convert_to_orbax, export_to_hf
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="HF checkpoint directory (or, with --to-hf, our checkpoint)")
+    parser.add_argument("src", help="HF checkpoint directory (or, with --to-hf, our checkpoint, a training run "
+                                     "or one of its checkpoints)")
     parser.add_argument("dst", help="output directory")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                         help="parameter dtype to write (default: the source's)")

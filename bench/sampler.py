@@ -21,8 +21,8 @@ import numpy as np
 from flax import nnx
 
 from mmada_jax import ModelConfig, init_model
-from mmada_jax import prompting as P
-from mmada_jax.sampling import parallel as par
+from mmada_jax.parallel_m import inference_prompt
+from mmada_jax.parallel_m import sampler as par
 from mmada_jax.sampling.runner import lower_scan, run_scan
 
 
@@ -34,8 +34,8 @@ def build(args) -> tuple:
                                  tokens=tokens, dtype="float32", param_dtype="float32", remat_policy="none")
     model = init_model(config, seed=0)
     rng = np.random.default_rng(0)
-    rows = [P.interleave_inference_prompt(config.tokens, rng.integers(0, config.tokens.codebook_size, args.input_tokens),
-                                          rng.integers(0, 100, 8).tolist()) for _ in range(max(args.batch))]
+    rows = [inference_prompt(config.tokens, rng.integers(0, config.tokens.codebook_size, args.input_tokens),
+                             rng.integers(0, 100, 8).tolist()) for _ in range(max(args.batch))]
     return model, rows
 
 
@@ -92,7 +92,7 @@ def main():
     print(f"{'B':>3} {'scan s/traj':>12} {'loop s/traj':>12} {'scan ms/step':>13} {'loop ms/step':>13} {'loop/scan':>10}")
     for b in args.batch:
         cond, uncond = [r[0] for r in rows[:b]], [r[1] for r in rows[:b]]
-        prepared = par.prepare(model, cond, uncond, **settings(args, args.steps))
+        prepared = par.prepare(model, cond, uncond, **settings(args, args.steps))[:-1]
         scan_t = timed(lambda: run_scan(model, par._step, *prepared))
         loop_t = timed(lambda: python_loop(model, *prepared))
         print(f"{b:3d} {scan_t:12.2f} {loop_t:12.2f} {1e3 * scan_t / args.steps:13.1f} "
@@ -101,7 +101,7 @@ def main():
     print(f"{'steps':>6} {'compile s':>10} {'vs first':>9}")
     first = None
     for steps in map(int, args.compile_steps.split(",")):
-        prepared = par.prepare(model, cond, uncond, **settings(args, steps))
+        prepared = par.prepare(model, cond, uncond, **settings(args, steps))[:-1]
         t = time.perf_counter()
         lower_scan(model, par._step, *prepared).compile()
         seconds = time.perf_counter() - t

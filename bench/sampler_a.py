@@ -1,4 +1,4 @@
-"""MMaDA-Parallel-A sampler (``generate_ti2ti``) speed against the MMaDA-Parallel-M sampler at the
+"""MMaDA-Parallel-A sampler (``parallel_a.generate``) speed against the MMaDA-Parallel-M sampler at the
 same sizes, measured in the same run.
 
     python bench/sampler_a.py                      # d_model 256, 4 layers, real vocabularies, B=1
@@ -20,10 +20,8 @@ import jax
 import numpy as np
 
 from mmada_jax import ModelConfig, init_model
-from mmada_jax import prompting as P
-from mmada_jax.prompting_a import ti2ti_prompt
-from mmada_jax.sampling import parallel_generate
-from mmada_jax.sampling.ti2ti import generate_from_prompt
+from mmada_jax import parallel_a, parallel_m
+from mmada_jax.parallel_a.prompts import edit_prompt_from_ids
 from sampler import timed
 
 
@@ -54,15 +52,17 @@ def main():
     ta = a_model.config.tokens
     for b in map(int, args.batch.split(",")):
         keys = jax.random.split(jax.random.key(0), b)
-        rows = [P.interleave_inference_prompt(m_model.config.tokens, rng.integers(0, 8192, 64), rng.integers(0, 100, 8).tolist())
-                for _ in range(b)]
-        run_m = lambda: parallel_generate(m_model, [r[0] for r in rows], [r[1] for r in rows], num_image_tokens=side * side,
-                                          text_len=text, text_steps=args.steps, image_steps=args.image_steps,
-                                          text_cfg=2.5, image_cfg=4.0, seed=keys)
-        prompts = [ti2ti_prompt(ta, rng.integers(0, 100, 16), rng.integers(0, 100, 8), rng.integers(0, 8192, (8, 8)),
-                                grid=(side, side), text_gen_length=text) for _ in range(b)]
-        run_a = lambda: generate_from_prompt(a_model, prompts, text_steps=args.steps, timesteps=args.image_steps,
-                                             cfg_scale=2.5, cfg_img=4.0, text_temperature=0.0, seed=keys)
+        rows = [parallel_m.inference_prompt(m_model.config.tokens, rng.integers(0, 8192, 64),
+                                            rng.integers(0, 100, 8).tolist()) for _ in range(b)]
+        run_m = lambda: parallel_m.generate(m_model, [r[0] for r in rows], [r[1] for r in rows],
+                                            num_image_tokens=side * side, text_len=text, text_steps=args.steps,
+                                            image_steps=args.image_steps, text_cfg=2.5, image_cfg=4.0, seed=keys)
+        prompts = [edit_prompt_from_ids(ta, rng.integers(0, 100, 16), rng.integers(0, 100, 8),
+                                        rng.integers(0, 8192, (8, 8)), grid=(side, side), text_len=text)
+                   for _ in range(b)]
+        run_a = lambda: parallel_a.generate(a_model, prompts, text_len=text, text_steps=args.steps,
+                                            image_steps=args.image_steps, instruction_cfg=2.5, image_cfg=4.0,
+                                            text_temperature=0.0, seed=keys)
         m, a = timed(run_m), timed(run_a)
         print(f"{b:3d} {m:10.2f} {a:10.2f} {a / m:6.2f}", flush=True)
 

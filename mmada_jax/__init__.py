@@ -2,16 +2,13 @@
 
 from .config import ConfigError, ModelConfig, TokenIds, load_config
 from .hf_io import CheckpointError
-from .loading import load_model, save_model
+from .checkpoints import Checkpoint, load_model, load_vq, open_checkpoint, save_model
 from .model import LLaDAModel, abstract_model, init_model
 from .sharding import LOGICAL_AXIS_RULES, make_mesh, shard_model
+from .vq import VQTokenizer, init_vq, save_vq
 
 __all__ = [
-    "CheckpointError", "ConfigError", "LLaDAModel", "LOGICAL_AXIS_RULES", "ModelConfig", "TokenIds",
-    "abstract_model", "init_model", "load_config", "load_model", "make_mesh", "save_model",
-    "shard_model",
+    "Checkpoint", "CheckpointError", "ConfigError", "LLaDAModel", "LOGICAL_AXIS_RULES", "ModelConfig",
+    "TokenIds", "VQTokenizer", "abstract_model", "init_model", "init_vq", "load_config", "load_model",
+    "load_vq", "make_mesh", "open_checkpoint", "save_model", "save_vq", "shard_model",
 ]
-
-# image tokenizers (MAGVIT-v2, aMUSEd VQ); importing them registers their conversion kinds
-from .vq import VQTokenizer, init_vq, load_vq  # noqa: E402
-__all__ += ["VQTokenizer", "init_vq", "load_vq"]

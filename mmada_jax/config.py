@@ -293,13 +293,9 @@ class ModelConfig:
     @classmethod
     def from_hf_dir(cls, path: str | Path, **kw) -> "ModelConfig":
         path = Path(path) / "config.json"
-        try:
-            hf = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"no config.json in {path.parent}") from None
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path}: not valid JSON: {e}") from None
-        return cls.from_hf_config(hf, source=str(path), **kw)
+        if not path.exists():
+            raise ConfigError(f"no config.json in {path.parent}")
+        return cls.from_hf_config(read_file(path, json.loads, "JSON"), source=str(path), **kw)
 
     def to_hf_config(self, base: dict[str, Any] | None = None) -> dict[str, Any]:
         """A reference ``config.json`` for this model; ``base`` (the source file) is kept otherwise."""
@@ -375,14 +371,22 @@ _HF_TEMPLATE = {
 }
 
 
-# Top-level sections of a config.yaml -> the function that reads them. The transformer is
-# ``model``; other model families (the VQ image tokenizers) register their own section.
-CONFIG_SECTIONS: dict[str, Any] = {}
+def config_sections() -> dict[str, Any]:
+    """Top-level sections of a config.yaml -> the function that reads them
+    (``from_dict(data: dict, source: str)``): ``model`` (the transformer) and ``vq`` (the image
+    tokenizers). The one table of sections; imported here, not registered by other modules."""
+    from .vq.config import SECTION, vq_config_from_dict   # vq.config imports this module
+    return {"model": ModelConfig.from_dict, SECTION: vq_config_from_dict}
 
 
-def register_config_section(name: str, from_dict) -> None:
-    """``from_dict(data: dict, source: str)`` builds the typed config of a ``name:`` section."""
-    CONFIG_SECTIONS[name] = from_dict
+def read_file(path: Path, parse, what: str):
+    """``parse(text)`` of a config file; a missing file or a parse error is a ConfigError naming it."""
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (ValueError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: not valid {what}: {e}") from None
 
 
 def load_config(path: str | Path):
@@ -394,25 +398,17 @@ def load_config(path: str | Path):
             return ModelConfig.from_hf_dir(path)
         path = ours
     if path.suffix == ".json":
-        try:
-            return ModelConfig.from_hf_config(json.loads(path.read_text()), source=str(path))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        return ModelConfig.from_hf_config(read_file(path, json.loads, "JSON"), source=str(path))
+    data = read_file(path, yaml.safe_load, "YAML")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    sections = [k for k in data if k in CONFIG_SECTIONS or k == "model"]
+    readers = config_sections()
+    sections = [k for k in data if k in readers]
     if len(sections) != 1:
         raise ConfigError(f"{path}: expected exactly one of the sections "
-                          f"{['model', *CONFIG_SECTIONS]}, found {sorted(data)}")
+                          f"{list(readers)}, found {sorted(data)}")
     name = sections[0]
-    reader = ModelConfig.from_dict if name == "model" else CONFIG_SECTIONS[name]
-    return reader(data[name], str(path))
+    return readers[name](data[name], str(path))
 
 
 CONFIG_FILE = "config.yaml"

@@ -3,8 +3,9 @@
 A *kind* (:class:`Kind`) says how one family of checkpoints maps onto our parameter tree: where
 its config is, how to read it into our typed config, and a list of :class:`ParamMap` rows (our
 parameter path <- one reference key, or one key per layer stacked on a new leading axis, with the
-transform between the layouts). The transformer kinds (``mmada``, ``llada``, ``dimoo``) are
-registered here; the image tokenizers register theirs next to their models.
+transform between the layouts). :data:`KINDS` lists every kind: the transformers (``mmada``,
+``llada``, ``dimoo``, defined here) and the image tokenizers (``magvitv2``, ``amused``, defined
+next to their models in :mod:`mmada_jax.vq.checkpoint`).
 
 Before any tensor data is read, the whole plan is checked against the file headers: every source
 key used, every parameter filled, every shape right. Then each parameter is assembled, cast and
@@ -28,14 +29,17 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import jax
 import ml_dtypes
 import numpy as np
 
-from .config import CONFIG_FILE, ConfigError, ModelConfig, detect_kind, load_config
-from .hf_io import CheckpointError, TensorSource, iter_weight_files, write_safetensors_shards
+from .config import CONFIG_FILE, ConfigError, ModelConfig, detect_kind
+from .hf_io import (CheckpointError, Kind, ParamMap, TensorSource, flatten, iter_weight_files, nest,
+                    write_safetensors_shards)
+from .vq import checkpoint as vq_kinds
+
 
 PARAMS_DIR = "params"
 # non-weight files worth keeping from a source checkpoint (configs, tokenizer, remote code)
@@ -44,61 +48,6 @@ HF_DIR = "hf"
 
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                 "float16": np.dtype(np.float16)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ParamMap:
-    """Our parameter at ``path`` <- reference key(s) ``sources`` (several: stacked on axis 0).
-
-    ``perm`` permutes the axes of each reference tensor into our layout (``(1, 0)`` for a torch
-    Linear ``[out, in]`` -> ``[in, out]``; ``(2, 3, 1, 0)`` for a conv OIHW -> HWIO).
-    """
-
-    path: tuple[str, ...]
-    sources: tuple[str, ...]
-    perm: tuple[int, ...] | None = None
-    stacked: bool = False
-
-    def to_ours(self, a: np.ndarray) -> np.ndarray:
-        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, self.perm))
-
-    def to_hf(self, a: np.ndarray) -> np.ndarray:
-        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, np.argsort(self.perm)))
-
-    def shape_to_ours(self, shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(shape) if self.perm is None else tuple(shape[i] for i in self.perm)
-
-    def shape_to_hf(self, shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(shape) if self.perm is None else tuple(shape[i] for i in np.argsort(self.perm))
-
-
-@dataclasses.dataclass(frozen=True)
-class Kind:
-    """How one checkpoint family converts. ``read_config(src_dir, hf_config)`` -> typed config;
-    ``param_maps(config)``; ``abstract_params(config)`` -> {path: ShapeDtypeStruct};
-    ``hf_config(config, base)`` -> the reference config dict; ``subfolder``: where the weights
-    and config live inside a checkpoint directory (``vqvae`` for diffusers). ``buffers(config)``
-    -> {reference key: array}: non-parameter tensors of the reference state dict that follow
-    from the config (MAGVIT-v2's LFQ codebook); optional in a source, checked against these
-    values when present, and written by the export."""
-
-    name: str
-    read_config: Callable[[Path, dict], Any]
-    param_maps: Callable[[Any], list[ParamMap]]
-    abstract_params: Callable[[Any], dict[tuple[str, ...], jax.ShapeDtypeStruct]]
-    hf_config: Callable[[Any, dict | None], dict]
-    detect: Callable[[Path, dict], bool] = lambda src, hf: False
-    subfolder: str | None = None
-    weights_prefix: str = "model"
-    buffers: Callable[[Any], dict[str, np.ndarray]] = lambda config: {}
-
-
-KINDS: dict[str, Kind] = {}
-
-
-def register_kind(kind: Kind) -> Kind:
-    KINDS[kind.name] = kind
-    return kind
 
 
 # --------------------------------------------------------------------------- transformer kinds
@@ -147,8 +96,14 @@ def _transformer_kind(name: str) -> Kind:
                 detect=lambda src, hf: "d_model" in hf and detect_kind(hf) == name)
 
 
-for _name in ("mmada", "llada", "dimoo"):
-    register_kind(_transformer_kind(_name))
+# Every checkpoint family, by name: the only table of kinds (detection tries them in this order).
+KINDS: dict[str, Kind] = {
+    "mmada": _transformer_kind("mmada"),
+    "llada": _transformer_kind("llada"),
+    "dimoo": _transformer_kind("dimoo"),
+    "magvitv2": vq_kinds.MAGVITV2,
+    "amused": vq_kinds.AMUSED,
+}
 
 
 # --------------------------------------------------------------------------- engine
@@ -168,8 +123,13 @@ def _read_json(path: Path) -> dict:
         raise CheckpointError(f"{path}: not valid JSON: {e}") from None
 
 
-def resolve_kind(src: Path, kind: str | None = None) -> tuple[Kind, Path, dict]:
-    """(kind, directory holding config + weights, its config dict) for a HF checkpoint dir."""
+def resolve_kind(src: Path, kind: str | None = None, *,
+                 image_tokenizer: bool | None = None) -> tuple[Kind, Path, dict]:
+    """(kind, directory holding config + weights, its config dict) for a HF checkpoint dir.
+
+    Without ``kind``, the kinds are detected from ``src/config.json`` and the config.json of each
+    subfolder (``vqvae/``); ``image_tokenizer`` True / False limits the search to the VQ /
+    transformer kinds."""
     src = Path(src)
     if not src.is_dir():
         raise CheckpointError(f"checkpoint directory not found: {src}")
@@ -179,22 +139,33 @@ def resolve_kind(src: Path, kind: str | None = None) -> tuple[Kind, Path, dict]:
         spec = KINDS[kind]
         d = _config_dir(src, spec)
         return spec, d, _read_json(d / "config.json")
+    specs = [k for k in KINDS.values() if image_tokenizer is None or k.image_tokenizer == image_tokenizer]
     candidates = [src] + [p for p in sorted(src.iterdir()) if p.is_dir()]
     for d in candidates:
         if not (d / "config.json").exists():
             continue
         hf = _read_json(d / "config.json")
-        for spec in KINDS.values():
+        for spec in specs:
             try:
                 if spec.detect(d, hf):
                     return spec, d, hf
             except ConfigError:
                 continue
-    if not (src / "config.json").exists():
-        raise CheckpointError(f"{src}: no config.json (nor in a subfolder); cannot tell what this "
-                              f"checkpoint is")
-    raise CheckpointError(f"{src / 'config.json'}: cannot tell the checkpoint kind; pass --kind "
-                          f"(one of {sorted(KINDS)})")
+    what = {None: "", True: "image-tokenizer ", False: "transformer "}[image_tokenizer]
+    if image_tokenizer is not None:   # the other family?
+        try:
+            other = resolve_kind(src)[0]
+        except CheckpointError:
+            other = None
+        if other is not None:
+            raise CheckpointError(f"{src}: holds a {other.name} checkpoint, not "
+                                  f"{'an image tokenizer' if image_tokenizer else 'a transformer'}")
+    if not any((d / "config.json").exists() for d in candidates):
+        raise CheckpointError(f"{src}: no {what}checkpoint found: no config.json (nor in a subfolder); "
+                              f"cannot tell what this checkpoint is")
+    raise CheckpointError(f"{src}: no {what}checkpoint found in its config.json (nor in a subfolder "
+                          f"such as vqvae/); cannot tell the checkpoint kind; pass --kind "
+                          f"(one of {sorted(n for n, k in KINDS.items() if k in specs)})")
 
 
 def plan(source: TensorSource, maps: Sequence[ParamMap],
@@ -286,28 +257,39 @@ def _release_memory() -> None:
         pass
 
 
-def _nest(path: tuple[str, ...], value) -> dict:
-    out = value
-    for part in reversed(path):
-        out = {part: out}
-    return out
-
-
-def _merge(into: dict, tree: dict) -> None:
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            _merge(into.setdefault(k, {}), v)
-        else:
-            into[k] = v
-
-
-def _copy_side_files(src: Path, dst: Path) -> None:
+def _copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> None:
     """Copy the non-weight files (config, generation config, tokenizer) of ``src`` into ``dst``."""
     weights = set(iter_weight_files(src))
     dst.mkdir(parents=True, exist_ok=True)
     for f in sorted(src.iterdir()):
-        if f.is_file() and f not in weights and f.suffix in SIDE_FILE_SUFFIXES:
+        if f.is_file() and f not in weights and f.suffix in SIDE_FILE_SUFFIXES and f.name not in skip:
             shutil.copy2(f, dst / f.name)
+
+
+def check_hf(spec: Kind, cdir: Path, config, expected: dict | None = None):
+    """(tensor source, param maps) of the HF directory ``cdir`` for ``config``, after checking
+    the whole conversion plan against the file headers. ``expected``: {path: ShapeDtypeStruct}
+    when the caller already built the abstract parameters (else ``spec.abstract_params``)."""
+    source = TensorSource(cdir)
+    maps = spec.param_maps(config)
+    try:
+        plan(source, maps, spec.abstract_params(config) if expected is None else expected,
+             where=str(cdir), buffers=spec.buffers(config))
+    except CheckpointError:
+        source.close()
+        raise
+    return source, maps
+
+
+def source_dtype_name(source: TensorSource, maps: Sequence[ParamMap]) -> str | None:
+    """The name of the stored dtype (of the largest tensor present), if it is one we keep. Safe
+    before :func:`plan` has checked the keys."""
+    available = set(source.keys())
+    present = [k for m in maps for k in m.sources if k in available]
+    if not present:
+        return None
+    key = max(present, key=lambda k: int(np.prod(source.shape(k))))
+    return {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(source.dtype(key)))
 
 
 def _open_checked(src: Path, kind: str | None, dtype: str | None):
@@ -315,9 +297,7 @@ def _open_checked(src: Path, kind: str | None, dtype: str | None):
     checkpoint, after checking the whole conversion plan against the file headers."""
     spec, cdir, hf = resolve_kind(src, kind)
     config = spec.read_config(cdir, hf)
-    source = TensorSource(cdir)
-    maps = spec.param_maps(config)
-    plan(source, maps, spec.abstract_params(config), where=str(cdir), buffers=spec.buffers(config))
+    source, maps = check_hf(spec, cdir, config)
     target = NUMPY_DTYPES[dtype] if dtype else _source_dtype(source, maps)
     return spec, cdir, config, source, maps, target
 
@@ -333,7 +313,11 @@ def _clear_destination(dst: Path, overwrite: bool) -> None:
 def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = None,
                      dtype: str | None = None, overwrite: bool = False,
                      log: Callable[[str], None] = print, flush_bytes: int = 512 * 1024**2):
-    """Convert a HF checkpoint directory into our Orbax checkpoint; returns the typed config."""
+    """Convert a HF checkpoint directory into our Orbax checkpoint; returns the typed config.
+
+    ``DST/params`` is an Orbax checkpoint (``_CHECKPOINT_METADATA``) whose ``state`` item holds
+    the parameter tree, written in pieces by Orbax's partial save (the layout ``save_model``
+    writes too; :mod:`mmada_jax.checkpoints` reads it)."""
     from orbax.checkpoint.experimental.v1 import partial
 
     src, dst = Path(src), Path(dst)
@@ -352,12 +336,12 @@ def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = Non
     params_dir = dst / PARAMS_DIR
     for i, m in enumerate(maps):
         array = assemble(source, m, target)
-        _merge(pending, _nest(m.path, array))
+        pending[m.path] = array
         pending_bytes += array.nbytes
         done += array.nbytes
         del array
         if pending_bytes >= flush_bytes or i == len(maps) - 1:
-            partial.save(params_dir, pending)
+            partial.save(params_dir, nest(pending))
             pending, pending_bytes = {}, 0
             _release_memory()
             log(f"  [{i + 1}/{len(maps)}] {'.'.join(m.path)}  {done / 1e9:.2f} GB written, "
@@ -374,61 +358,22 @@ def save_config(config, dst: Path) -> None:
     config.to_yaml(Path(dst) / CONFIG_FILE)
 
 
-def orbax_params_path(ckpt: Path) -> Path:
-    """The Orbax pytree directory inside a converted checkpoint."""
-    p = Path(ckpt) / PARAMS_DIR
-    if (p / "state").is_dir():   # written by Orbax's partial save
-        return p / "state"
-    if p.is_dir():
-        return p
-    raise CheckpointError(f"{ckpt}: no {PARAMS_DIR}/ directory; not a converted mmada-jax checkpoint")
-
-
-def restore_params(ckpt: str | Path, target: dict, *, shardings: dict | None = None,
-                   as_numpy: bool = False) -> dict:
-    """Restore (a subtree of) the parameters into ``target``'s dtypes (and shardings)."""
-    import orbax.checkpoint as ocp
-
-    path = orbax_params_path(Path(ckpt))
-    ckptr = ocp.PyTreeCheckpointer()
-    try:
-        stored = ckptr.metadata(path).item_metadata.tree
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read Orbax metadata: {e}") from None
-    problems = []
-
-    def check(path_, leaf):
-        keys = tuple(getattr(k, "key", k) for k in path_)
-        node = stored
-        for k in keys:
-            if not isinstance(node, dict) or k not in node:
-                problems.append(f"missing parameter {'.'.join(keys)}")
-                return
-            node = node[k]
-        if tuple(node.shape) != tuple(leaf.shape):
-            problems.append(f"parameter {'.'.join(keys)} has shape {list(node.shape)} in the "
-                            f"checkpoint, the config needs {list(leaf.shape)}")
-    jax.tree_util.tree_map_with_path(check, target)
-    if problems:
-        raise CheckpointError(f"{ckpt}: checkpoint does not match its config:\n  - " + "\n  - ".join(problems))
-
-    def args(leaf, sharding=None):
-        if as_numpy:
-            return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
-        return ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-
-    restore_args = (jax.tree.map(args, target) if shardings is None
-                    else jax.tree.map(args, target, shardings))
-    return ckptr.restore(path, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                                           partial_restore=True))
-
-
-def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
+def export_to_hf(src, dst: str | Path, *, dtype: str | None = None,
                  max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
                  log: Callable[[str], None] = print, restore_bytes: int = 256 * 1024**2):
-    """Write our checkpoint back as a HF directory with the reference key names and config."""
-    src, dst = Path(src), Path(dst)
-    config = load_config(src)
+    """Write our checkpoint back as a HF directory with the reference key names and config.
+
+    ``src``: a converted checkpoint, a training run folder or one training checkpoint (or an
+    opened :class:`mmada_jax.checkpoints.Checkpoint`); the parameters are read through
+    :func:`mmada_jax.checkpoints.read_params`, a group of ~``restore_bytes`` at a time."""
+    from .checkpoints import Checkpoint, open_checkpoint, read_params   # checkpoints imports this module
+
+    ckpt = src if isinstance(src, Checkpoint) else open_checkpoint(src)
+    if ckpt.format == "hf":
+        raise CheckpointError(f"{ckpt.path}: already a Hugging Face checkpoint ({ckpt.kind}); --to-hf "
+                              f"exports a converted checkpoint, a training run or a training checkpoint")
+    dst = Path(dst)
+    config = ckpt.config
     spec = KINDS[config.kind]
     _clear_destination(dst, overwrite)
     out_dir = dst / spec.subfolder if spec.subfolder else dst
@@ -453,14 +398,10 @@ def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
 
     def tensors() -> Iterator[tuple[str, np.ndarray]]:
         for group in groups():
-            target: dict = {}
+            target = nest({m.path: jax.ShapeDtypeStruct(abstract[m.path].shape, want) for m in group})
+            restored = flatten(read_params(ckpt, target, as_numpy=True))
             for m in group:
-                _merge(target, _nest(m.path, jax.ShapeDtypeStruct(abstract[m.path].shape, want)))
-            restored = restore_params(src, target, as_numpy=True)
-            for m in group:
-                array = restored
-                for part in m.path:
-                    array = array[part]
+                array = restored.pop(m.path)
                 if m.stacked:
                     for i, key in enumerate(m.sources):
                         yield key, m.to_hf(array[i])
@@ -470,14 +411,12 @@ def export_to_hf(src: str | Path, dst: str | Path, *, dtype: str | None = None,
             del restored
         yield from spec.buffers(config).items()
 
-    log(f"exporting {src} -> {out_dir}")
+    log(f"exporting {ckpt.path} ({ckpt.format}) -> {out_dir}")
     names = write_safetensors_shards(out_dir, tensors(), max_shard_bytes, prefix=spec.weights_prefix)
-    side = src / HF_DIR
-    if side.is_dir():
-        for f in side.iterdir():
-            if f.is_file() and f.name != "config.json":
-                shutil.copy2(f, out_dir / f.name)
-    base = json.loads((side / "config.json").read_text()) if (side / "config.json").exists() else None
+    side = ckpt.side_dir
+    if side is not None and side.is_dir():
+        _copy_side_files(side, out_dir, skip=("config.json",))
+    base = _read_json(side / "config.json") if side is not None and (side / "config.json").exists() else None
     hf = spec.hf_config(config, base)
     if "torch_dtype" in hf or base is None:
         hf["torch_dtype"] = dtype or getattr(config, "param_dtype", "float32")

@@ -7,15 +7,21 @@ headers, so a checkpoint can be checked completely before any data is read. Writ
 shards of bounded size plus the index, with the ``{"format": "pt"}`` metadata PyTorch loaders
 expect.
 
+Also the vocabulary shared by every checkpoint family: :class:`ParamMap` (one of our parameters
+<- its reference key(s)), :class:`Kind` (how one family maps onto our parameter tree; the table of
+kinds is :data:`mmada_jax.convert.KINDS`), and :func:`nest` / :func:`flatten` between nested
+parameter dicts and ``{path tuple: leaf}``.
+
 Every failure raises :class:`CheckpointError` naming the directory, file and key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import ml_dtypes
 import numpy as np
@@ -28,6 +34,81 @@ SAFETENSORS_DTYPES = {
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be converted or loaded; the message names what is wrong."""
+
+
+# ------------------------------------------------------------------ nested parameter dicts
+
+def nest(flat: dict[tuple, Any]) -> dict:
+    """``{(a, b, c): leaf}`` -> ``{a: {b: {c: leaf}}}``."""
+    out: dict = {}
+    for path, value in flat.items():
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def flatten(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
+    """``{a: {b: {c: leaf}}}`` -> ``{(a, b, c): leaf}`` (the inverse of :func:`nest`)."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, prefix + (k,)))
+        else:
+            out[prefix + (k,)] = v
+    return out
+
+
+# ------------------------------------------------------------------ checkpoint families
+
+@dataclasses.dataclass(frozen=True)
+class ParamMap:
+    """Our parameter at ``path`` <- reference key(s) ``sources`` (several: stacked on axis 0).
+
+    ``perm`` permutes the axes of each reference tensor into our layout (``(1, 0)`` for a torch
+    Linear ``[out, in]`` -> ``[in, out]``; ``(2, 3, 1, 0)`` for a conv OIHW -> HWIO).
+    """
+
+    path: tuple[str, ...]
+    sources: tuple[str, ...]
+    perm: tuple[int, ...] | None = None
+    stacked: bool = False
+
+    def to_ours(self, a: np.ndarray) -> np.ndarray:
+        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, self.perm))
+
+    def to_hf(self, a: np.ndarray) -> np.ndarray:
+        return a if self.perm is None else np.ascontiguousarray(np.transpose(a, np.argsort(self.perm)))
+
+    def shape_to_ours(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(shape) if self.perm is None else tuple(shape[i] for i in self.perm)
+
+    def shape_to_hf(self, shape: Sequence[int]) -> tuple[int, ...]:
+        return tuple(shape) if self.perm is None else tuple(shape[i] for i in np.argsort(self.perm))
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How one checkpoint family converts. ``read_config(src_dir, hf_config)`` -> typed config;
+    ``param_maps(config)``; ``abstract_params(config)`` -> {path: ShapeDtypeStruct};
+    ``hf_config(config, base)`` -> the reference config dict; ``subfolder``: where the weights
+    and config live inside a checkpoint directory (``vqvae`` for diffusers). ``buffers(config)``
+    -> {reference key: array}: non-parameter tensors of the reference state dict that follow
+    from the config (MAGVIT-v2's LFQ codebook); optional in a source, checked against these
+    values when present, and written by the export. ``image_tokenizer``: a VQ kind (loaded
+    with ``load_vq``), not a transformer (``load_model``)."""
+
+    name: str
+    read_config: Callable[[Path, dict], Any]
+    param_maps: Callable[[Any], list[ParamMap]]
+    abstract_params: Callable[[Any], dict[tuple[str, ...], Any]]
+    hf_config: Callable[[Any, dict | None], dict]
+    detect: Callable[[Path, dict], bool] = lambda src, hf: False
+    subfolder: str | None = None
+    weights_prefix: str = "model"
+    buffers: Callable[[Any], dict[str, np.ndarray]] = lambda config: {}
+    image_tokenizer: bool = False
 
 
 def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
@@ -97,24 +178,19 @@ class TensorSource:
     # discovery -------------------------------------------------------------
     def _discover(self) -> str:
         d = self.directory
-        index = sorted(d.glob("*.safetensors.index.json"))
-        if index:
-            self._from_index(index[0], fmt="safetensors")
-            return "safetensors (sharded)"
-        files = sorted(d.glob("*.safetensors"))
-        if files:
-            for f in files:
-                self._add_file(f, _read_safetensors_header(f))
-            return "safetensors"
-        index = sorted(d.glob("pytorch_model*.bin.index.json"))
-        if index:
-            self._from_index(index[0], fmt="bin")
-            return "pytorch bin (sharded)"
-        files = sorted(d.glob("pytorch_model*.bin"))
-        if files:
-            for f in files:
-                self._add_file(f, self._bin_header(f))
-            return "pytorch bin"
+        for fmt, index_glob, files_glob, header in (
+                ("safetensors", "*.safetensors.index.json", "*.safetensors", _read_safetensors_header),
+                ("bin", "pytorch_model*.bin.index.json", "pytorch_model*.bin", self._bin_header)):
+            name = "safetensors" if fmt == "safetensors" else "pytorch bin"
+            index = sorted(d.glob(index_glob))
+            if index:
+                self._from_index(index[0], fmt=fmt)
+                return f"{name} (sharded)"
+            files = sorted(d.glob(files_glob))
+            if files:
+                for f in files:
+                    self._add_file(f, header(f))
+                return name
         raise CheckpointError(f"{d}: no weights found (expected *.safetensors, a "
                               f"model.safetensors.index.json or pytorch_model*.bin)")
 

@@ -54,6 +54,10 @@ class TextTokenizer:
         ids = [int(i) for i in ids if 0 <= int(i) < len(self.hf) and int(i) != self.tokens.mask_id]
         return self.hf.decode(ids, skip_special_tokens=skip_special_tokens)
 
+    def pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text of each id on its own (special tokens kept), in one batched decode call."""
+        return list(self.hf.batch_decode([[int(i)] for i in ids], skip_special_tokens=False))
+
     def encode_prompt(self, text: str) -> list[int]:
         """``tokenizer(text)`` with its special tokens, as MMaDA-Parallel-A's scripts call it (BOS
         prepended when the tokenizer adds one; tags such as ``<system>`` are single special tokens)."""

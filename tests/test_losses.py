@@ -12,8 +12,13 @@ from safetensors.numpy import load_file
 from conftest import golden_path, load_npz
 from mmada_jax import load_model
 from mmada_jax.convert import llada_param_maps
-from mmada_jax.losses import mmada_pretrain_losses, parallel_mask_ratio, parallel_sft_forward, parallel_sft_inputs
-from mmada_jax.prompting import _padded_text, _with_bos
+from mmada_jax.mmada.losses import mmada_pretrain_losses
+from mmada_jax.mmada.prompts import padded_text, with_bos
+from mmada_jax.parallel_a import sft as sft_a
+from mmada_jax.parallel_m.sft import mask_ratio as parallel_mask_ratio
+from mmada_jax.parallel_m.sft import sft_forward as parallel_sft_forward
+from mmada_jax.parallel_m.sft import sft_inputs as parallel_sft_inputs
+from mmada_jax.sequences import IGNORE
 
 pytestmark = pytest.mark.golden
 RTOL = 1e-5
@@ -28,7 +33,7 @@ def _sft_case():
 
     def text(i, kind):
         ids = g[f"m__{kind}_text_ids_{i}"].tolist()
-        return _padded_text(t, ids, length), min(len(_with_bos(t, ids)) + 1, length)
+        return padded_text(t, ids, length), min(len(with_bos(t, ids)) + 1, length)
     ins, outs = [text(i, "input") for i in range(b)], [text(i, "output") for i in range(b)]
     batch = {"input_image_codes": g["m__input_image_codes"], "output_image_codes": g["m__output_image_codes"],
              "input_text": np.array([x for x, _ in ins]), "input_text_len": np.array([y for _, y in ins]),
@@ -92,13 +97,12 @@ def test_mask_ratio_is_the_double_cosine():
 
 def test_dimoo_sft_loss():
     """MMaDA-Parallel-A: pooled token-mean CE, the logged image/text parts and their position sets."""
-    from mmada_jax.losses import dimoo_sft_loss
     g = load_npz(golden_path("losses/a_sft.npz"))
     model, config = load_model(golden_path("dimoo_tiny"))
     assert config.kind == "dimoo"
 
     def losses(m):
-        return dimoo_sft_loss(m(g["a__input_ids"]), g["a__input_ids"], g["a__labels"], config.tokens)
+        return sft_a.sft_loss(m(g["a__input_ids"]), g["a__input_ids"], g["a__labels"], config.tokens)
     out = losses(model)
     np.testing.assert_array_equal(np.asarray(out["image_positions"]), g["a__image_loss_positions"])
     np.testing.assert_array_equal(np.asarray(out["text_positions"]), g["a__text_loss_positions"])
@@ -141,7 +145,6 @@ def _a_item_batch(g, i, tokens, text_len):
 def test_dimoo_sft_inputs_match_the_reference_items():
     """Every golden -A item (plain, condition-dropped, non-square grids) is built id for id."""
     from mmada_jax.config import load_config
-    from mmada_jax.losses import IGNORE, dimoo_sft_inputs
     g = load_npz(golden_path("losses/a_sft.npz"))
     tokens = load_config(golden_path("dimoo_tiny")).tokens
     # a text budget that holds every item's BOS + ids + EOS
@@ -149,7 +152,7 @@ def test_dimoo_sft_inputs_match_the_reference_items():
     for i, length in enumerate(g["a__lengths"]):
         batch, rand = _a_item_batch(g, i, tokens, text_len)
         (_, in_w), (_, out_w) = g[f"a__item{i}__input_grid_hw"], g[f"a__item{i}__output_grid_hw"]
-        x = dimoo_sft_inputs(tokens, batch, rand, system_ids=g[f"a__item{i}__system_ids"], input_grid_w=int(in_w),
+        x = sft_a.sft_inputs(tokens, batch, rand, system_ids=g[f"a__item{i}__system_ids"], input_grid_w=int(in_w),
                              output_grid_w=int(out_w))
         ids, labels = np.asarray(x.input_ids[0]), np.asarray(x.labels[0])
         np.testing.assert_array_equal(ids[:length], g["a__input_ids"][i, :length], err_msg=f"item {i}")
@@ -161,16 +164,15 @@ def test_dimoo_sft_inputs_match_the_reference_items():
 
 def test_dimoo_sft_forward_on_the_answer_window():
     """The loss with the head on each row's answer window only equals the reference's (full logits)."""
-    from mmada_jax.losses import DimooSFTInputs, dimoo_sft_forward
     g = load_npz(golden_path("losses/a_sft.npz"))
     model, config = load_model(golden_path("dimoo_tiny"))
     ids, labels = g["a__input_ids"], g["a__labels"]
     start = np.argmax(ids == config.tokens["boa"], axis=1).astype(np.int32)
-    inputs = DimooSFTInputs(ids, labels, ids != 0, start, ids.shape[1] - int(start.max()))
+    inputs = sft_a.SFTInputs(ids, labels, ids != 0, start, ids.shape[1] - int(start.max()))
     assert all(np.all(labels[i, start[i] + inputs.answer_len:] == -100) for i in range(len(ids)))
-    parts = dimoo_sft_forward(model, inputs, config.tokens)
+    parts = sft_a.sft_forward(model, inputs, config.tokens)
     for name in ("loss", "text_loss", "image_loss"):
         np.testing.assert_allclose(float(parts[name]), g[f"a__{name}"], rtol=RTOL, err_msg=name)
-    grads = nnx.grad(lambda m: dimoo_sft_forward(m, inputs, config.tokens)["loss"])(model)
+    grads = nnx.grad(lambda m: sft_a.sft_forward(m, inputs, config.tokens)["loss"])(model)
     norm = np.sqrt(sum(float(np.sum(np.asarray(x, np.float64) ** 2)) for x in jax.tree.leaves(nnx.to_pure_dict(grads))))
     np.testing.assert_allclose(norm, g["a__grad_norm"], rtol=RTOL)

@@ -9,7 +9,9 @@ import pytest
 
 from conftest import golden_path, load_npz
 from mmada_jax import TokenIds
-from mmada_jax import prompting as P
+from mmada_jax.mmada import prompts as P
+from mmada_jax.parallel_m.layout import Layout, output_init
+from mmada_jax.parallel_m.prompts import inference_prompt
 
 pytestmark = pytest.mark.golden
 
@@ -81,7 +83,7 @@ def test_lm(data, tokens):
 
 
 def test_interleave_inference(data, tokens):
-    cond, uncond = P.interleave_inference_prompt(tokens, data["interleave_infer__image_codes"],
+    cond, uncond = inference_prompt(tokens, data["interleave_infer__image_codes"],
                                                  data["interleave_infer__text_ids"].tolist())
     np.testing.assert_array_equal(cond, data["interleave_infer__input_ids"])
     np.testing.assert_array_equal(uncond, data["interleave_infer__uncond_input_ids"])
@@ -92,5 +94,5 @@ def test_interleave_output_init_matches_sampler_golden(tokens):
     n, _, m = golden["params"][:3]
     lc = golden["input_ids"].shape[0]
     start = golden["combined_before_step"][0]
-    np.testing.assert_array_equal(P.interleave_output_init(tokens, int(n), int(m)), start[lc:])
+    np.testing.assert_array_equal(output_init(tokens, Layout(0, int(n), int(m))), start[lc:])
     np.testing.assert_array_equal(start[:lc], golden["input_ids"])

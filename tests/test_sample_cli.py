@@ -39,8 +39,8 @@ def test_parallel_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "RANDOM weights" in out.stdout and "compiled the sampler" in out.stdout and "steps/s" in out.stdout
     record = _check_outputs(tmp_path / "0000")
-    assert record["sampler"] == "parallel" and record["text_steps"] == 16 and record["image_cfg"] == 4.0
-    assert len(record["image_codes"]) == record["num_image_tokens"]
+    assert record["task"] == "parallel_m" and record["text_steps"] == 16 and record["image_cfg"] == 4.0
+    assert len(record["image_codes"]) == record["grid"][0] * record["grid"][1]
 
 
 def test_parallel_jsonl_batch(tmp_path):
@@ -70,7 +70,7 @@ def test_other_samplers_end_to_end(tmp_path, command, image):
     out = _run(command, "--out", tmp_path, "--trajectory", *extra)
     assert out.returncode == 0, out.stderr
     record = _check_outputs(tmp_path / "0000", image=image)
-    assert record["sampler"] == command
+    assert record["task"] == command
 
 
 def test_bad_inputs(tmp_path):
@@ -130,7 +130,7 @@ def test_parallel_a_end_to_end(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "dimoo_tiny" in out.stdout and "ignored" in out.stdout and "steps/s" in out.stdout
     record = _check_outputs(tmp_path / "0000")
-    assert record["sampler"] == "ti2ti" and record["timesteps"] == 4 and record["cfg_scale"] == 1.0
+    assert record["task"] == "parallel_a" and record["image_steps"] == 4 and record["instruction_cfg"] == 1.0
     assert (record["height"], record["width"]) == (64, 48) and len(record["image_codes"]) == 4 * 3
     png = np.asarray(Image.open(tmp_path / "0000/image.png"))
     assert png.shape == (64, 48, 3)
@@ -181,6 +181,7 @@ def test_t2i_a_end_to_end(tmp_path, image):
                *extra)
     assert out.returncode == 0, out.stderr
     record = _check_outputs(tmp_path / "0000")
-    assert record["sampler"] == ("i2i" if image else "t2i") and len(record["image_codes"]) == 3 * 4
-    assert record["cfg_scale"] == (2.5 if image else 4.0) and record["timesteps"] == 4
+    assert record["task"] == "image_a" and record["mode"] == ("i2i" if image else "t2i")
+    assert len(record["image_codes"]) == 3 * 4
+    assert record["guidance"] == (2.5 if image else 4.0) and record["steps"] == 4
     assert np.asarray(Image.open(tmp_path / "0000/image.png")).shape == (48, 64, 3)

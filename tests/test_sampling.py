@@ -8,8 +8,10 @@ import pytest
 
 from conftest import golden_path, load_npz
 from mmada_jax import ModelConfig, init_model, load_model
-from mmada_jax import prompting as P
-from mmada_jax.sampling import llada_generate, parallel_generate, t2i_generate
+from mmada_jax.mmada import T2ILayout, generate_t2i, generate_text
+from mmada_jax.mmada import prompts as P
+from mmada_jax.parallel_m import generate as parallel_generate
+from mmada_jax.parallel_m import inference_prompt
 from mmada_jax.sampling.common import as_randomness, image_step_indices, num_transfer_tokens
 
 MODELS = {"tiny": "mmada_tiny", "fullvocab": "mmada_tiny_fullvocab"}
@@ -31,8 +33,8 @@ def test_llada_generate_replays_golden(variant):
     model = _model(variant)
     assert model.config.tokens.mask_id == mask
     for cfg in sorted({k.split("__")[0] for k in g if k.startswith("cfg")}):
-        out = llada_generate(model, g["prompt_ids"], gen_length=gen, block_length=block, steps=steps,
-                             cfg_scale=float(g[f"{cfg}__cfg_scale"]), return_trajectory=True)
+        out = generate_text(model, g["prompt_ids"], gen_length=gen, block_length=block, steps=steps,
+                             cfg=float(g[f"{cfg}__cfg_scale"]), return_trajectory=True)
         np.testing.assert_array_equal(out.ids, g[f"{cfg}__final_x"])
         np.testing.assert_array_equal(out.trajectory[:-1], g[f"{cfg}__x_before_step"][1:])
         b = g["prompt_ids"].shape[0]
@@ -46,8 +48,8 @@ def test_t2i_replays_golden(variant):
     n, k, max_text_len, steps, offset, mask = (int(v) for v in g["params"])
     model = _model(variant)
     assert (model.config.tokens.image_offset, model.config.tokens.codebook_size) == (offset, k)
-    out = t2i_generate(model, g["input_ids"], g["uncond_input_ids"], num_image_tokens=n,
-                       max_text_len=max_text_len, timesteps=steps, guidance_scale=float(g["guidance_scale"]),
+    out = generate_t2i(model, g["input_ids"], g["uncond_input_ids"], layout=T2ILayout(max_text_len, n),
+                       steps=steps, guidance=float(g["guidance_scale"]),
                        temperature=float(g["temperature"]), tape=_tape(g), return_trajectory=True)
     np.testing.assert_array_equal(out.image_codes, g["output_image_ids"])
     np.testing.assert_array_equal(out.ids, g["final_input_ids"])
@@ -105,7 +107,7 @@ def test_parallel_batch_equals_single_runs(tiny):
     rng = np.random.default_rng(0)
     instructions = [rng.integers(0, 120, n).tolist() for n in (3, 7, 5)]
     codes = rng.integers(0, t.codebook_size, (3, 16))
-    pairs = [P.interleave_inference_prompt(t, c, ins) for c, ins in zip(codes, instructions)]
+    pairs = [inference_prompt(t, c, ins) for c, ins in zip(codes, instructions)]
     keys = jax.random.split(jax.random.key(7), 3)
     kw = dict(num_image_tokens=16, text_len=8, text_steps=8, image_steps=4, text_cfg=0.5, image_cfg=2.0,
               text_temperature=0.7, image_temperature=1.0)
@@ -121,21 +123,21 @@ def test_t2i_and_text_batches_equal_single_runs(tiny):
     texts = [[5, 6, 7], [8], [9, 10, 11, 12, 13]]
     ids, _, uids, _ = P.t2i_gen_prompt(t, texts, 16, 12)
     keys = jax.random.split(jax.random.key(3), 3)
-    kw = dict(num_image_tokens=16, max_text_len=12, timesteps=6, guidance_scale=2.0)
-    batch = t2i_generate(tiny, ids, uids, seed=keys, **kw)
+    kw = dict(layout=T2ILayout(12, 16), steps=6, guidance=2.0)
+    batch = generate_t2i(tiny, ids, uids, seed=keys, **kw)
     prompts = np.random.default_rng(1).integers(0, 120, (3, 6))
     text_kw = dict(gen_length=8, block_length=4, steps=4, temperature=1.0, remasking="random")
-    text_batch = llada_generate(tiny, prompts, seed=keys, **text_kw)
+    text_batch = generate_text(tiny, prompts, seed=keys, **text_kw)
     for i in range(3):
-        single = t2i_generate(tiny, ids[i:i + 1], uids[i:i + 1], seed=keys[i:i + 1], **kw)
+        single = generate_t2i(tiny, ids[i:i + 1], uids[i:i + 1], seed=keys[i:i + 1], **kw)
         np.testing.assert_array_equal(batch.image_codes[i], single.image_codes[0])
-        one = llada_generate(tiny, prompts[i:i + 1], seed=keys[i:i + 1], **text_kw)
+        one = generate_text(tiny, prompts[i:i + 1], seed=keys[i:i + 1], **text_kw)
         np.testing.assert_array_equal(text_batch.ids[i], one.ids[0])
 
 
 def test_same_seed_same_result_other_seed_differs(tiny):
     t = tiny.config.tokens
-    cond, uncond = P.interleave_inference_prompt(t, np.arange(16) % t.codebook_size, [1, 2, 3])
+    cond, uncond = inference_prompt(t, np.arange(16) % t.codebook_size, [1, 2, 3])
     kw = dict(num_image_tokens=16, text_len=8, text_steps=8, image_steps=4, image_cfg=2.0)
     a = parallel_generate(tiny, cond, uncond, seed=1, **kw)
     b = parallel_generate(tiny, cond, uncond, seed=1, **kw)
@@ -147,28 +149,28 @@ def test_same_seed_same_result_other_seed_differs(tiny):
 
 
 def test_compiled_program_does_not_grow_with_steps(tiny):
-    from mmada_jax.sampling import parallel as par
+    from mmada_jax.parallel_m import sampler as par
     from mmada_jax.sampling.runner import lower_scan
     t = tiny.config.tokens
-    cond, uncond = P.interleave_inference_prompt(t, np.arange(16) % t.codebook_size, [1, 2, 3])
+    cond, uncond = inference_prompt(t, np.arange(16) % t.codebook_size, [1, 2, 3])
     sizes = []
     for steps in (8, 64, 256):
         args = par.prepare(tiny, cond, uncond, num_image_tokens=16, text_len=8, text_steps=steps,
                            image_steps=4, image_cfg=2.0)
-        sizes.append(len(lower_scan(tiny, par._step, *args).as_text()))
+        sizes.append(len(lower_scan(tiny, par._step, *args[:-1]).as_text()))
     assert max(sizes) - min(sizes) < 0.02 * min(sizes), sizes
 
 
 def test_bad_sampler_inputs(tiny):
     t = tiny.config.tokens
     with pytest.raises(ValueError, match="mask token"):
-        llada_generate(tiny, np.full((1, 4), t.mask_id), gen_length=4, steps=4)
+        generate_text(tiny, np.full((1, 4), t.mask_id), gen_length=4, steps=4)
     with pytest.raises(ValueError, match="multiple of the number of blocks"):
-        llada_generate(tiny, np.ones((1, 4), np.int32), gen_length=8, block_length=4, steps=3)
-    cond, uncond = P.interleave_inference_prompt(t, np.zeros(16, np.int32), [1])
+        generate_text(tiny, np.ones((1, 4), np.int32), gen_length=8, block_length=4, steps=3)
+    cond, uncond = inference_prompt(t, np.zeros(16, np.int32), [1])
     with pytest.raises(ValueError, match="unconditional twin"):
         parallel_generate(tiny, cond, uncond[:-1], num_image_tokens=16, text_len=8, text_steps=8, image_steps=4)
-    with pytest.raises(ValueError, match="text_guidance"):
+    with pytest.raises(ValueError, match="text_guidance must be one of"):
         parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=8, text_guidance="plus")
     with pytest.raises(ValueError, match="max_sequence_length"):
         parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=5000)

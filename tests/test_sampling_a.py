@@ -1,4 +1,4 @@
-"""MMaDA-Parallel-A ``generate_ti2ti``: exact replay of every golden run from its recorded noise."""
+"""MMaDA-Parallel-A's joint sampler (the reference's ``generate_ti2ti``): exact replay of every golden run from its recorded noise."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 
 from conftest import golden_path, load_npz
 from mmada_jax import load_model
-from mmada_jax.prompting_a import ti2ti_prompt
+from mmada_jax.parallel_a import Layout, generate
+from mmada_jax.parallel_a.prompts import edit_prompt_from_ids
+from mmada_jax.parallel_a.sampler import generate_ids
 from mmada_jax.sampling.common import image_step_indices
-from mmada_jax.sampling.ti2ti import generate_ti2ti
 
 RUNS = ("ti2ti_readme", "ti2ti_cfgtext", "ti2ti_greedy_nocfg")
 TAPE = ("u_text_gumbel", "u_multinomial", "randn_remask", "randint_fill")
@@ -28,11 +29,19 @@ def _run(model, g, **extra):
     assert (t.image_offset, t.codebook_size, t.mask_id, t["newline"]) == (off, k, mask, newline)
     assert text_end - text_start == text_len
     np.testing.assert_array_equal(image_step_indices(steps, timesteps), g["image_steps"])
-    return generate_ti2ti(model, g["input_ids"], text_start=text_start, text_end=text_end, image_start=image_start,
-                          seq_len=n, newline_every=newline_every, text_steps=steps, timesteps=timesteps,
-                          temperature=temperature, text_temperature=text_temperature, cfg_scale=cfg_scale,
-                          cfg_img=cfg_img, uncon_text=g["uncon_text"], uncon_image=g["uncon_image"],
-                          tape={k: g[k] for k in TAPE if k in g}, return_trajectory=True, **extra)
+    layout = _layout(g)
+    assert (layout.text_start, layout.text_end) == (text_start, text_end)
+    return generate_ids(model, g["input_ids"], layout, text_len=text_len, text_steps=steps, image_steps=timesteps,
+                        image_temperature=temperature, text_temperature=text_temperature, instruction_cfg=cfg_scale,
+                        image_cfg=cfg_img, uncon_text=g["uncon_text"], uncon_image=g["uncon_image"],
+                        tape={k: g[k] for k in TAPE if k in g}, return_trajectory=True, **extra)
+
+
+def _layout(g) -> Layout:
+    """The layout of a golden run from its recorded indices."""
+    text_start, text_end, image_start, n, newline_every = (int(v) for v in g["params"][:5])
+    return Layout(image_start - 2, (n // newline_every, newline_every), text_end - text_start,
+                  len(g["input_ids"]) - text_end)
 
 
 @pytest.mark.golden
@@ -67,13 +76,14 @@ def test_layout_of_the_sampler_inputs_is_prompting_a(model):
     codes = g["input_image_codes"]
     side = int(round(np.sqrt(codes.size)))
     text_start, text_end, image_start, n, newline_every = (int(v) for v in g["params"][:5])
-    p = ti2ti_prompt(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side),
-                     grid=(n // newline_every, newline_every), text_gen_length=text_end - text_start)
+    p = edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side),
+                             grid=(n // newline_every, newline_every), text_len=text_end - text_start)
     np.testing.assert_array_equal(p.full_input_ids, g["input_ids"])
     np.testing.assert_array_equal(p.uncon_input_text, g["uncon_text"])
     np.testing.assert_array_equal(p.uncon_input_image, g["uncon_image"])
     np.testing.assert_array_equal(p.image_position_mapping, g["image_position_mapping"])
-    assert (p.indices.text_start, p.indices.text_end, p.indices.image_start) == (text_start, text_end, image_start)
+    assert (p.layout.text_start, p.layout.text_end, p.layout.image_start) == (text_start, text_end, image_start)
+    assert p.layout == _layout(g)
 
 
 @pytest.mark.golden
@@ -86,11 +96,10 @@ def test_sampled_fill_and_seeded_runs(model):
     off = model.config.tokens.image_offset
     np.testing.assert_array_equal(out.ids[0, g["image_position_mapping"]] - off, out.image_codes[0])
     text_start, text_end, image_start, n, newline_every, steps = (int(v) for v in g["params"][:6])
-    kw = dict(text_start=text_start, text_end=text_end, image_start=image_start, seq_len=n,
-              newline_every=newline_every, text_steps=steps, timesteps=int(g["params"][8]), uncon_text=g["uncon_text"],
-              uncon_image=g["uncon_image"], restrict_text_to_text_ids=True)
-    a = generate_ti2ti(model, g["input_ids"], seed=3, **kw)
-    b = generate_ti2ti(model, g["input_ids"], seed=3, **kw)
+    kw = dict(text_len=text_end - text_start, text_steps=steps, image_steps=int(g["params"][8]),
+              uncon_text=g["uncon_text"], uncon_image=g["uncon_image"], restrict_text=True)
+    a = generate_ids(model, g["input_ids"], _layout(g), seed=3, **kw)
+    b = generate_ids(model, g["input_ids"], _layout(g), seed=3, **kw)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.image_codes, b.image_codes)
     assert np.all(a.text_ids < model.config.tokens.image_offset) and not np.any(a.text_ids == mask)
@@ -102,25 +111,26 @@ def test_batch_of_prompts_equals_single_runs(model):
     """Rows of different prefix lengths (instruction, input-image grid) in one batch: each row
     equals its single run with the same key (left-padding masked, RoPE shifted, overlays per row)."""
     import jax
-    from mmada_jax.sampling.ti2ti import generate_from_prompt
 
     g = load_npz(golden_path("samplers_a/ti2ti_readme.npz"))
     t = model.config.tokens
     codes = g["input_image_codes"]
     side = int(round(np.sqrt(codes.size)))
     n, newline_every = (int(v) for v in g["params"][3:5])
-    kw = dict(grid=(n // newline_every, newline_every), text_gen_length=int(g["params"][1] - g["params"][0]))
+    text_len = int(g["params"][1] - g["params"][0])
+    kw = dict(grid=(n // newline_every, newline_every), text_len=text_len)
     rng = np.random.default_rng(0)
-    prompts = [ti2ti_prompt(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side), **kw),
-               ti2ti_prompt(t, g["system_ids"], list(g["instruction_ids"]) + [5, 6, 7, 8, 9], codes.reshape(side, side), **kw),
-               ti2ti_prompt(t, g["system_ids"][:2], [], rng.integers(0, t.codebook_size, (2, 3)), **kw)]
+    prompts = [edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side), **kw),
+               edit_prompt_from_ids(t, g["system_ids"], list(g["instruction_ids"]) + [5, 6, 7, 8, 9], codes.reshape(side, side), **kw),
+               edit_prompt_from_ids(t, g["system_ids"][:2], [], rng.integers(0, t.codebook_size, (2, 3)), **kw)]
     assert len({len(p.full_input_ids) for p in prompts}) == 3
-    settings = dict(text_steps=8, timesteps=4, temperature=1.0, text_temperature=0.5, cfg_scale=1.5, cfg_img=2.0)
+    settings = dict(text_len=text_len, text_steps=8, image_steps=4, image_temperature=1.0, text_temperature=0.5,
+                    instruction_cfg=1.5, image_cfg=2.0)
     keys = jax.random.split(jax.random.key(7), len(prompts))
-    batch = generate_from_prompt(model, prompts, seed=keys, return_trajectory=True, **settings)
+    batch = generate(model, prompts, seed=keys, return_trajectory=True, **settings)
     assert list(batch.pads) == [max(len(p.full_input_ids) for p in prompts) - len(p.full_input_ids) for p in prompts]
     for i, p in enumerate(prompts):
-        single = generate_from_prompt(model, p, seed=keys[i:i + 1], return_trajectory=True, **settings)
+        single = generate(model, p, seed=keys[i:i + 1], return_trajectory=True, **settings)
         pad = batch.pads[i]
         np.testing.assert_array_equal(batch.ids[i, pad:], single.ids[0], err_msg=f"row {i}")
         np.testing.assert_array_equal(batch.trajectory[:, i, pad:], single.trajectory[:, 0], err_msg=f"row {i}")

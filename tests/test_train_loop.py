@@ -133,3 +133,20 @@ def test_objective_must_fit_the_checkpoint(data_dir, tmp_path):
         run_sft(_config(data_dir, tmp_path, objective="parallel_a"), log=lambda *_: None)
     with pytest.raises(ConfigError, match="system_ids"):   # -M data under the -A objective
         run_sft(_config(data_dir, tmp_path / "x", checkpoint=str(golden_path("dimoo_tiny"))), log=lambda *_: None)
+
+
+def test_a_trained_run_samples_and_exports(data_dir, tmp_path):
+    """Train -> sample -> export with no extra step: the run folder is accepted as a checkpoint by
+    the sample CLI (its VQ and tokenizer found from the run's config) and by the converter."""
+    run_sft(_config(data_dir, tmp_path / "run", steps=2, save_every=2), log=lambda *_: None)
+    out = subprocess.run([sys.executable, "-m", "sample", "parallel", "--checkpoint", tmp_path / "run",
+                          "--image", ROOT / "tests/fixtures/demo_input.png", "--prompt", "Make it night.",
+                          "--text-steps", "4", "--image-steps", "1", "--text-len", "16", "--out", tmp_path / "out"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    record = json.loads((tmp_path / "out/0000/record.json").read_text())
+    assert record["checkpoint"] == str(tmp_path / "run/checkpoints/2") and (tmp_path / "out/0000/image.png").exists()
+    out = subprocess.run([sys.executable, "convert_torch_weights.py", tmp_path / "run", tmp_path / "hf", "--to-hf"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "hf/config.json").exists() and list((tmp_path / "hf").glob("*.safetensors"))

@@ -432,7 +432,7 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
         "grid": list(vq_model.grid(image_size, image_size)), "model_kind": config.kind,
     }
     if dimoo:
-        from ..prompting_a import EDIT_SYSTEM_PROMPT, system_user_prompt, turn_text
+        from ..parallel_a.prompts import EDIT_SYSTEM_PROMPT, system_user_prompt, turn_text
         meta["system_prompt"] = EDIT_SYSTEM_PROMPT if system_prompt is None else system_prompt
         meta["system_ids"] = [int(i) for i in tok.encode(meta["system_prompt"])]
         # the -A objective writes the turn tags from the checkpoint's token table; the sampler

@@ -12,13 +12,43 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..config import TokenIds
+
 F32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclasses.dataclass
+class SamplerOutput:
+    """``ids``: final sequences [B, L]; ``trajectory``: the sequences after every step [S, B, L]
+    (when asked); ``image_codes`` [B, N] and ``text_ids`` [B, T] for samplers that produce them;
+    ``pads`` [B]: leading pad tokens of each row, for samplers that left-pad; ``layout``: the
+    sequence layout of the (padded) batch, which says where each segment of ``ids`` is."""
+
+    ids: np.ndarray
+    trajectory: np.ndarray | None = None
+    image_codes: np.ndarray | None = None
+    text_ids: np.ndarray | None = None
+    pads: np.ndarray | None = None
+    layout: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Static:
+    """The compile-time side of one sampler run, handed to its step function: the sampler's
+    frozen ``settings``, the sequence ``layout`` of the batch, the checkpoint's token ids, float64
+    sampling arithmetic (``exact``) and whether every step's sequence is kept (``trajectory``)."""
+
+    settings: Any
+    layout: Any
+    tokens: TokenIds
+    exact: bool
+    trajectory: bool
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -172,6 +202,33 @@ def unmask_by_confidence(logits: jax.Array, current: jax.Array, k: jax.Array, *,
         conf = rnd.uniform("u_text_random", index, x0.shape)
     transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
     return jnp.where(transfer, x0, current)
+
+
+# ----------------------------------------------------------------------------- MaskGIT
+
+def image_update(cond, uncond, region, *, guidance: float, mask_len_cap, temperature, offset: int,
+                 mask_id: int, u_categorical, u_gumbel, exact: bool):
+    """One MaskGIT update of an image region.
+
+    Args:
+      cond, uncond: logits [B, N, K] at the image positions over the codebook columns (uncond
+        None without guidance).
+      region: current image tokens [B, N] (image ids or MASK).
+      mask_len_cap: float32 floor(N * mask_ratio) for this step (scalar).
+      temperature: float32 scalar.
+    Returns (new region [B, N], sampled codes [B, N] with known codes kept).
+    """
+    logits = cond if uncond is None else (1 + guidance) * cond - guidance * uncond
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    sampled = categorical_from_uniform(probs, u_categorical, exact)
+    unknown = region == mask_id
+    sampled = jnp.where(unknown, sampled, region - offset)
+    selected = jnp.take_along_axis(probs, sampled[..., None], axis=-1)[..., 0]
+    selected = jnp.where(unknown, selected, F32_MAX)
+    n_unknown = unknown.sum(-1, keepdims=True).astype(jnp.float32)
+    mask_len = jnp.maximum(1.0, jnp.minimum(n_unknown - 1, mask_len_cap))
+    masking = mask_by_random_topk(mask_len, selected, temperature, u_gumbel)
+    return jnp.where(masking, mask_id, sampled + offset).astype(jnp.int32), sampled
 
 
 # ----------------------------------------------------------------------------- randomness

@@ -1,9 +1,10 @@
 """Orbax checkpoints of a training run: train state, data-iterator state and config, saved together.
 
 ``CheckpointManager`` (async, keep-N): each step directory holds ``state`` (params, optimizer
-state, step, key), ``data`` (the grain iterator position) and ``config`` (the TrainConfig as
-JSON). Orbax writes to a temporary directory and renames it when complete, so a process killed
-while saving leaves the last good checkpoint intact (the partial one is ignored and cleaned up).
+state, step, key), ``data`` (the grain iterator position), ``config`` (the TrainConfig as
+JSON) and ``model`` (the trained ModelConfig as JSON, so :func:`mmada_jax.load_model` reads a
+run or a step back without its base checkpoint). Orbax writes to a temporary directory and
+renames it when complete, so a process killed while saving leaves the last good checkpoint intact (the partial one is ignored and cleaned up).
 Restoring takes an abstract state whose leaves carry the TARGET shardings, so a run saved on one
 mesh resumes on another.
 """
@@ -26,13 +27,16 @@ class RunCheckpoints:
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state: dict, data_iterator=None, config: dict | None = None, force: bool = False) -> bool:
+    def save(self, step: int, state: dict, data_iterator=None, config: dict | None = None, force: bool = False,
+             model_config: dict | None = None) -> bool:
         import grain
         items = {"state": ocp.args.StandardSave(state)}
         if data_iterator is not None:
             items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
+        if model_config is not None:
+            items["model"] = ocp.args.JsonSave(model_config)
         return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
     def restore(self, step: int, abstract_state: dict, data_iterator=None) -> dict:

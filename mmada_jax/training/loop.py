@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..loading import load_model
+from ..checkpoints import load_model
 from ..model import init_model
 from ..config import ModelConfig
 from ..sharding import make_mesh, parse_mesh
@@ -142,7 +142,8 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
             if step % config.save_every == 0 or step == config.steps:
-                checkpoints.save(step, state, iterator, config.to_dict(), force=step == config.steps)
+                checkpoints.save(step, state, iterator, config.to_dict(), force=step == config.steps,
+                                 model_config=model_config.to_dict())
     finally:
         checkpoints.close()
         if metrics_file:

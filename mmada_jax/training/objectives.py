@@ -5,10 +5,10 @@ their own sequences inside the jitted step from the step's PRNG key, so every ra
 (masks, condition dropout) is reproducible on resume:
 
 * ``parallel_m``: ``<|interleave|> <|soi|> in <|eoi|> instr | <|soi|> out <|eoi|> reasoning``, one
-  shared double-cosine mask ratio, 1/t-weighted text loss (:func:`~mmada_jax.losses.parallel_sft_inputs`);
+  shared double-cosine mask ratio, 1/t-weighted text loss (:func:`~mmada_jax.parallel_m.sft.sft_inputs`);
 * ``parallel_a``: ``<system> S </system> <user> I in </user> <answer> out reasoning </answer>``
   (Lumina-DiMOO tags, NEWLINE after image rows), independent cosine ratios for image and text,
-  token-mean loss (:func:`~mmada_jax.losses.dimoo_sft_inputs`).
+  token-mean loss (:func:`~mmada_jax.parallel_a.sft.sft_inputs`).
 
 ``objective: auto`` picks ``parallel_a`` for a ``dimoo`` checkpoint, else ``parallel_m``.
 """
@@ -23,8 +23,9 @@ import jax
 import numpy as np
 
 from ..config import ConfigError, ModelConfig
-from ..losses import (dimoo_sft_forward, dimoo_sft_inputs, dimoo_sft_random_draws, parallel_sft_forward,
-                      parallel_sft_inputs, sft_random_draws)
+from ..parallel_a import sft as sft_a
+from ..parallel_m import sft as sft_m
+from ..parallel_m.layout import Layout as LayoutM
 from .config import TrainConfig
 
 OBJECTIVES = ("auto", "parallel_m", "parallel_a")
@@ -82,11 +83,12 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
     if name == "parallel_m":
         def loss(model, micro, key):
             b = micro["output_image_codes"].shape[0]
-            inputs = parallel_sft_inputs(tokens, micro, sft_random_draws(key, b, n, length),
-                                         eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
-            return parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length,
-                                        text_coeff=config.text_coeff, image_coeff=config.image_coeff)
-        return Objective(name, loss, 2 * (n + 2) + 1 + 2 * length, n + 2 + length, M_KEYS)
+            inputs = sft_m.sft_inputs(tokens, micro, sft_m.random_draws(key, b, n, length),
+                                      eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
+            return sft_m.sft_forward(model, inputs, num_image_tokens=n, text_len=length,
+                                     text_coeff=config.text_coeff, image_coeff=config.image_coeff)
+        layout = LayoutM.for_training(n, n, length)
+        return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
 
     if not layout.system_ids:
         raise ConfigError("objective parallel_a needs data pretokenized for MMaDA-Parallel-A (its metadata holds "
@@ -96,11 +98,11 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
 
     def build(micro, key):
         b = micro["output_image_codes"].shape[0]
-        return dimoo_sft_inputs(tokens, micro, dimoo_sft_random_draws(key, b, n, length), system_ids=system_ids,
+        return sft_a.sft_inputs(tokens, micro, sft_a.random_draws(key, b, n, length), system_ids=system_ids,
                                 input_grid_w=grid_w, output_grid_w=grid_w, cond_dropout_prob=config.cond_dropout_prob)
 
     def loss(model, micro, key):
-        return dimoo_sft_forward(model, build(micro, key), tokens, attend_padding=not config.mask_padding)
+        return sft_a.sft_forward(model, build(micro, key), tokens, attend_padding=not config.mask_padding)
 
     static = {}
 

@@ -1,4 +1,5 @@
-"""Sequence layouts of MMaDA and MMaDA-Parallel-M, id for id as the reference builds them.
+"""Base MMaDA's prompts (t2i, mmu, lm), id for id as the reference ``UniversalPrompting`` builds them
+(layouts: :mod:`mmada_jax.mmada.layout`).
 
 All functions take token ids (lists of ints from a tokenizer, without BOS/EOS unless the caller
 put them there) and the checkpoint's :class:`~mmada_jax.config.TokenIds`, and return numpy int32
@@ -10,11 +11,6 @@ Layouts:
   t2i       ``[iPAD]*p <|t2i|> BOS text EOS <|soi|> image*N <|eoi|>`` (left-padded to M+1)
   mmu       ``<|mmu|> <|soi|> image*N <|eoi|> BOS text EOS EOS...`` (right-padded with EOS to M)
   lm        ``BOS text EOS EOS...`` (right-padded with EOS)
-  interleave (Parallel-M inference)
-            cond   ``<|interleave|> <|soi|> image*N <|eoi|> BOS instruction EOS``
-            uncond ``<|interleave|> <|soi|> 0*N <|eoi|> BOS EOS EOS...`` (same length; the null
-                   image is literal id 0, as in the reference)
-            output ``<|soi|> MASK*N <|eoi|> BOS MASK*(L-1)``
 """
 
 from __future__ import annotations
@@ -23,12 +19,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .config import TokenIds
+from ..config import TokenIds
+from ..sequences import IGNORE as IGNORE_ID
+from ..sequences import join
+from .layout import T2ILayout, image_part, mmu_head
 
-IGNORE_ID = -100
 
-
-def _with_bos(tokens: TokenIds, ids: Sequence[int]) -> list[int]:
+def with_bos(tokens: TokenIds, ids: Sequence[int]) -> list[int]:
     """The reference prepends BOS unless the text already starts with it; empty text -> [BOS]."""
     ids = [int(i) for i in ids]
     if not ids:
@@ -52,11 +49,11 @@ def t2i_prompt(tokens: TokenIds, texts: Sequence[Sequence[int]], image_ids: np.n
     replaces text i by ``<|t2i|> BOS EOS`` (classifier-free-guidance dropout).
     """
     image_ids = np.asarray(image_ids)
-    part = max_text_len + 1
+    part = T2ILayout(max_text_len, image_ids.shape[-1]).prefix_len
     n = image_ids.shape[-1]
     rows, masks, label_rows = [], [], []
     for i, text in enumerate(texts):
-        ids = [tokens["t2i"]] + _with_bos(tokens, text) + [tokens.eos_id]
+        ids = [tokens["t2i"]] + with_bos(tokens, text) + [tokens.eos_id]
         if drop_condition is not None and drop_condition[i]:
             ids = [tokens["t2i"], tokens.bos_id, tokens.eos_id]
         if len(ids) <= part:
@@ -66,10 +63,10 @@ def t2i_prompt(tokens: TokenIds, texts: Sequence[Sequence[int]], image_ids: np.n
         else:
             ids = ids[: part - 1] + [tokens.eos_id]
             mask = [1] * (part + n + 2)
-        rows.append(ids + [tokens["soi"]] + image_ids[i].tolist() + [tokens["eoi"]])
+        rows.append(ids + image_part(tokens, image_ids[i]).tolist())
         masks.append(mask)
         if labels is not None:
-            lab = ids + [tokens["soi"]] + np.asarray(labels[i]).tolist() + [tokens["eoi"]]
+            lab = ids + image_part(tokens, np.asarray(labels[i])).tolist()
             label_rows.append([IGNORE_ID if t == tokens["ipad"] else t for t in lab])
     out_labels = np.asarray(label_rows, np.int32) if labels is not None else None
     return np.asarray(rows, np.int32), np.asarray(masks, np.int32), out_labels
@@ -94,7 +91,7 @@ def lm_prompt(tokens: TokenIds, texts: Sequence[Sequence[int]], max_seq_len: int
     """
     rows = []
     for text in texts:
-        ids = _with_bos(tokens, text) + [tokens.eos_id]
+        ids = with_bos(tokens, text) + [tokens.eos_id]
         ids = ids + [tokens.eos_id] * (max_seq_len - len(ids)) if len(ids) <= max_seq_len else ids[:max_seq_len]
         rows.append(ids)
     ids = np.asarray(rows, np.int32)
@@ -120,8 +117,8 @@ def mmu_prompt(tokens: TokenIds, image_ids: np.ndarray, texts: Sequence[Sequence
     image_ids = np.asarray(image_ids)
     rows, prompts, label_rows = [], [], []
     for i, text in enumerate(texts):
-        ids = _padded_text(tokens, text, max_text_len)
-        head = [tokens["mmu"], tokens["soi"]] + image_ids[i].tolist() + [tokens["eoi"]]
+        ids = padded_text(tokens, text, max_text_len)
+        head = mmu_head(tokens, image_ids[i]).tolist()
         rows.append(head + ids)
         prompt = len(head) + _last_index(ids, tokens["end_header"]) + 1
         prompts.append([1] * prompt + [0] * (len(head) + len(ids) - prompt))
@@ -129,9 +126,9 @@ def mmu_prompt(tokens: TokenIds, image_ids: np.ndarray, texts: Sequence[Sequence
     return (np.asarray(rows, np.int32), np.asarray(prompts, np.int32), np.asarray(label_rows, np.int32))
 
 
-def _padded_text(tokens: TokenIds, text: Sequence[int], length: int) -> list[int]:
+def padded_text(tokens: TokenIds, text: Sequence[int], length: int) -> list[int]:
     """``BOS text EOS`` right-padded with EOS to ``length``, or cut to length-1 plus EOS."""
-    ids = _with_bos(tokens, text) + [tokens.eos_id]
+    ids = with_bos(tokens, text) + [tokens.eos_id]
     if len(ids) <= length:
         return ids + [tokens.eos_id] * (length - len(ids))
     return ids[: length - 1] + [tokens.eos_id]
@@ -143,52 +140,20 @@ def mmu_gen_prompt(tokens: TokenIds, image_ids: np.ndarray, text: Sequence[int],
     Reference quirk (kept for parity): its prompt mask has ``max(prompt_length, M)`` entries, i.e.
     it is shorter than the sequence; batching two prompts of different prompt lengths fails there.
     """
-    ids = _padded_text(tokens, text, max_text_len)
-    head = [tokens["mmu"], tokens["soi"]] + np.asarray(image_ids).reshape(-1).tolist() + [tokens["eoi"]]
+    ids = padded_text(tokens, text, max_text_len)
+    head = mmu_head(tokens, np.asarray(image_ids).reshape(-1)).tolist()
     prompt = len(head) + _last_index(ids, tokens["end_header"]) + 1
     predict = len(ids) - prompt
     mask = [1] * prompt + [0] * max(predict, 0)
     return np.asarray([head + ids], np.int32), np.asarray([mask], np.int32)
 
 
+def mmu_question(tokens: TokenIds, image_ids: np.ndarray, chat_ids: Sequence[int]) -> np.ndarray:
+    """An understanding prompt: ``<|mmu|> <|soi|> image <|eoi|> chat`` [P] (``chat_ids``: the
+    chat-templated question with the generation prompt, no padding)."""
+    return join(mmu_head(tokens, np.asarray(image_ids).reshape(-1)), np.asarray(chat_ids, np.int32).reshape(-1))
+
+
 def mmu_inference_prompt(tokens: TokenIds, image_ids: np.ndarray, chat_ids: Sequence[int], gen_len: int) -> np.ndarray:
-    """MMU inference (``inference_mmu.py``): ``<|mmu|> <|soi|> image <|eoi|> chat`` + MASK*gen_len.
-
-    ``chat_ids`` is the chat-templated question with the generation prompt, no padding.
-    """
-    head = [tokens["mmu"], tokens["soi"]] + np.asarray(image_ids).reshape(-1).tolist() + [tokens["eoi"]]
-    return np.asarray([head + [int(t) for t in chat_ids] + [tokens.mask_id] * gen_len], np.int32)
-
-
-def interleave_inference_prompt(tokens: TokenIds, image_codes: np.ndarray, instruction: Sequence[int]):
-    """MMaDA-Parallel-M editing input: (cond [Lc], uncond [Lc]) as ``inference.py`` builds them.
-
-    ``image_codes`` are raw VQ codes (0..K-1) of the input image; the instruction gets BOS/EOS
-    (no padding). The unconditional row has literal id 0 at every image slot and ``BOS EOS`` text,
-    EOS-padded to the conditional length.
-    """
-    codes = np.asarray(image_codes).reshape(-1)
-    image = (codes + tokens.image_offset).tolist()
-    text = _with_bos(tokens, instruction) + [tokens.eos_id]
-    cond = [tokens["interleave"], tokens["soi"]] + image + [tokens["eoi"]] + text
-    uncond = [tokens["interleave"], tokens["soi"]] + [0] * len(image) + [tokens["eoi"], tokens.bos_id, tokens.eos_id]
-    uncond += [tokens.eos_id] * (len(cond) - len(uncond))
-    return np.asarray(cond, np.int32), np.asarray(uncond, np.int32)
-
-
-def interleave_output_init(tokens: TokenIds, num_image_tokens: int, text_len: int) -> np.ndarray:
-    """The output region the parallel sampler starts from: soi, MASK*N, eoi, BOS, MASK*(L-1)."""
-    return np.asarray([tokens["soi"]] + [tokens.mask_id] * num_image_tokens + [tokens["eoi"], tokens.bos_id]
-                      + [tokens.mask_id] * (text_len - 1), np.int32)
-
-
-def pad_rows(rows: Sequence[np.ndarray], value: int, side: str = "right") -> np.ndarray:
-    """Stack 1-D id arrays of different lengths into [B, max_len], padding with ``value``."""
-    width = max(len(r) for r in rows)
-    out = np.full((len(rows), width), value, np.int32)
-    for i, r in enumerate(rows):
-        if side == "right":
-            out[i, : len(r)] = r
-        else:
-            out[i, width - len(r):] = r
-    return out
+    """MMU inference (``inference_mmu.py``): :func:`mmu_question` + MASK*gen_len, [1, P + gen_len]."""
+    return join(mmu_question(tokens, image_ids, chat_ids), np.full(gen_len, tokens.mask_id, np.int32))[None]

@@ -1,0 +1,69 @@
+"""Command-line flags derived from settings classes: one flag per field (``--text-len`` for
+``text_len``, plus the reference's names as aliases), its help and choices from the field, its
+default from the field's default, so the CLI never restates a default.
+
+A subcommand may serve several tasks (``parallel``: MMaDA-Parallel-M or -A). Flags of fields that
+only some of its tasks have are grouped as such, and giving one for another task is an error
+naming the flag; the help text lists each task's default where they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+
+def _fields(task) -> dict[str, dataclasses.Field]:
+    return {f.name: f for cls in (task.settings, task.options) for f in dataclasses.fields(cls)}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _type(f: dataclasses.Field):
+    kind = str(f.type)
+    return bool if "bool" in kind else int if "int" in kind else float if "float" in kind else str
+
+
+def add_settings(parser: argparse.ArgumentParser, tasks: dict[str, object]) -> None:
+    """Add the flags of the ``tasks`` ({label: task}) to ``parser`` (every default None: the
+    task's own default applies unless the flag is given)."""
+    per_field: dict[str, dict[str, dataclasses.Field]] = {}
+    for label, task in tasks.items():
+        for name, f in _fields(task).items():
+            per_field.setdefault(name, {})[label] = f
+    groups = {}
+    for name, per in per_field.items():
+        f = next(iter(per.values()))
+        flags = [_flag(name)] + sorted({a for fld in per.values() for a in fld.metadata["aliases"]} - {_flag(name)})
+        defaults = {label: fld.default for label, fld in per.items()}
+        if len(set(map(repr, defaults.values()))) == 1:
+            default_text = f"default: {f.default}"
+        else:
+            default_text = "default: " + ", ".join(f"{d} for {label}" for label, d in defaults.items())
+        if len(per) == len(tasks) or len(tasks) == 1:
+            group = parser
+        else:
+            title = " and ".join(per) + " only"
+            group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
+        help_text = f"{f.metadata['help']} ({default_text})".replace("%", "%%")
+        if _type(f) is bool:
+            group.add_argument(*flags, dest=name, action="store_const", const=True, default=None, help=help_text)
+        else:
+            group.add_argument(*flags, dest=name, type=_type(f), default=None, choices=f.metadata["choices"],
+                               help=help_text)
+
+
+def settings_from_args(task, args: argparse.Namespace, other_tasks=(), context: str = "") -> tuple[object, object]:
+    """(settings, options) of ``task`` from the parsed flags: given flags replace the defaults;
+    a flag that only ``other_tasks`` have is a ValueError naming it (and ``context``)."""
+    ours = _fields(task)
+    foreign = {name for other in other_tasks for name in _fields(other)} - set(ours)
+    given = [name for name in sorted(foreign) if getattr(args, name, None) is not None]
+    if given:
+        raise ValueError(f"{', '.join(_flag(n) for n in given)}: not for {context or task.name}")
+    from ..settings import resolve
+    pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                        if getattr(args, f.name, None) is not None}
+    return resolve(task.settings, **pick(task.settings)), resolve(task.options, **pick(task.options))

@@ -1,0 +1,416 @@
+"""Sampling jobs: one :class:`Task` per job, one batch runner for all of them.
+
+A task turns a batch of requests into sampler inputs (:meth:`Task.inputs`), runs its sampler
+(:meth:`Task.generate`) and says what each sample is (:meth:`Task.samples`: text, image codes,
+where the image and text sit in the trajectory, the record fields). :func:`run_task` does the
+rest once for every job: checks the requests first, batches them, gives each sample the PRNG key
+of its index (so results do not depend on the batch size), decodes the batch's images in one
+call, draws trajectories, writes each sample's folder and reports progress (steps/s, samples/s,
+ETA; compile time separately).
+
+Each task has two frozen settings classes: the sampler's (``settings``) and its own options
+(``options``: image size, prompt budget, system prompt ...); the command line is derived from both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from ..mmada import T2ILayout, T2ISettings, TextSettings, generate_t2i, generate_text
+from ..mmada.prompts import mmu_question, t2i_gen_prompt
+from ..parallel_a import ImageSettings, edit_prompt, generate_image, image_prompt, output_grid
+from ..parallel_a import Settings as SettingsA
+from ..parallel_a import generate as generate_a
+from ..parallel_a.prompts import EDIT_SYSTEM_PROMPT, T2I_SYSTEM_PROMPT, UNCONDITION, turn_text
+from ..parallel_m import Settings as SettingsM
+from ..parallel_m import generate as generate_m
+from ..parallel_m import inference_prompt
+from ..sampling.runner import report_compiles
+from ..settings import setting
+from .outputs import trajectory_frames, write_sample
+from .pipeline import Pipeline
+from .requests import Request
+
+
+@dataclasses.dataclass
+class Sample:
+    """What one row of a batch produced: its text, its image codes (decoded by the runner), where
+    its image and text sit in its trajectory row, and the task's record fields."""
+
+    text: str
+    codes: np.ndarray | None
+    record: dict
+    image_positions: np.ndarray | None = None
+    text_positions: np.ndarray | None = None
+    pixels_u8: np.ndarray | None = None        # an image to write instead of decoding codes (mmu: the input)
+
+
+class Task:
+    """The protocol every job implements (``name``, ``settings``/``options`` classes, ``steps``)."""
+
+    name: str
+    settings: type
+    options: type
+    needs_image: bool | None = None            # True: every request needs an input image; False: none may
+
+    def check(self, pipe: Pipeline, requests: Sequence[Request], settings, options) -> None:
+        """Raise ValueError for anything wrong with the requests or settings (before any sampling)."""
+        for r in requests:
+            if self.needs_image and r.image is None:
+                raise ValueError(f"request {r.name}: {self.name} needs an input image")
+            if self.needs_image is False and r.image is not None:
+                raise ValueError(f"request {r.name}: {self.name} takes no input image")
+
+    def steps(self, settings) -> int:
+        raise NotImplementedError
+
+    def grid(self, pipe: Pipeline, options) -> tuple[int, int] | None:
+        """The output image's code grid (None: no output image)."""
+        return None
+
+    def inputs(self, pipe: Pipeline, chunk: Sequence[Request], settings, options, *, seed: int, truncate: bool,
+               log) -> Any:
+        raise NotImplementedError
+
+    def generate(self, pipe: Pipeline, inputs, settings, keys, trajectory: bool):
+        raise NotImplementedError
+
+    def samples(self, pipe: Pipeline, chunk: Sequence[Request], inputs, out, settings, options) -> list[Sample]:
+        raise NotImplementedError
+
+
+def _fit(ids: list[int], budget: int, what: str, truncate: bool, log) -> list[int]:
+    if len(ids) <= budget:
+        return ids
+    if not truncate:
+        raise ValueError(f"{what} has {len(ids)} tokens, more than the budget of {budget} "
+                         f"(raise the budget or pass --truncate)")
+    log(f"warning: {what} has {len(ids)} tokens; truncated to {budget}")
+    return ids[:budget]
+
+
+def _square_grid(pipe: Pipeline, resolution: int | None) -> tuple[int, tuple[int, int]]:
+    size = resolution or getattr(pipe.vq.config, "image_size", 512)
+    return size, pipe.vq.grid(size, size)
+
+
+def _encode(pipe: Pipeline, paths, size: int) -> np.ndarray:
+    return np.asarray(pipe.vq.encode(pipe.vq.load_images(list(paths), size=size)))
+
+
+def _input_codes_a(pipe: Pipeline, path, input_size: int, random_crop: bool, seed: int) -> np.ndarray:
+    """An input image for -A: the reference's aspect-ratio crop (centred, or Python ``random``
+    seeded with ``seed``), VQ-encoded to its [rows, cols] code grid."""
+    pixels = np.asarray(pipe.vq.load_image(path, size=input_size, rng=random.Random(seed) if random_crop else None))
+    return np.asarray(pipe.vq.encode(pixels[None]))[0].reshape(pipe.vq.grid(*pixels.shape[:2]))
+
+
+def _check_a(pipe: Pipeline) -> None:
+    if pipe.config.kind != "dimoo":
+        raise ValueError(f"{pipe.paths['checkpoint']} is a {pipe.config.kind!r} checkpoint; this sampler needs "
+                         f"MMaDA-Parallel-A / Lumina-DiMOO (kind 'dimoo')")
+    if pipe.vq is None or pipe.vq.kind != "amused":
+        raise ValueError(f"MMaDA-Parallel-A needs the aMUSEd VQ (its checkpoint's vqvae/ folder); got "
+                         f"{pipe.paths['vq']} ({getattr(pipe.vq, 'kind', None)})")
+
+
+# ----------------------------------------------------------------------------- MMaDA-Parallel-M
+
+@dataclasses.dataclass(frozen=True)
+class ParallelMOptions:
+    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)")
+    max_prompt_tokens: int = setting(256, "instruction budget in tokens")
+
+
+class ParallelM(Task):
+    """MMaDA-Parallel-M thinking-aware editing: input image + instruction -> reasoning + image."""
+
+    name, settings, options, needs_image = "parallel_m", SettingsM, ParallelMOptions, True
+
+    def steps(self, s):
+        return s.text_steps
+
+    def grid(self, pipe, o):
+        return _square_grid(pipe, o.resolution)[1]
+
+    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+        size, grid = _square_grid(pipe, o.resolution)
+        codes = _encode(pipe, [r.image for r in chunk], size)
+        pairs = [inference_prompt(pipe.config.tokens, c, _fit(pipe.tokenizer.encode(r.prompt), o.max_prompt_tokens,
+                                                              f"prompt {r.name}", truncate, log))
+                 for r, c in zip(chunk, codes)]
+        return pairs, grid[0] * grid[1]
+
+    def generate(self, pipe, inputs, s, keys, trajectory):
+        pairs, n = inputs
+        return generate_m(pipe.model, [p[0] for p in pairs], [p[1] for p in pairs], num_image_tokens=n,
+                          settings=s, seed=keys, return_trajectory=trajectory)
+
+    def samples(self, pipe, chunk, inputs, out, s, o):
+        lay, size = out.layout, _square_grid(pipe, o.resolution)[0]
+        return [Sample(pipe.tokenizer.decode(out.text_ids[i]), out.image_codes[i], {"resolution": size},
+                       lay.image_positions(), lay.text_positions()) for i in range(len(chunk))]
+
+
+# ----------------------------------------------------------------------------- MMaDA-Parallel-A
+
+@dataclasses.dataclass(frozen=True)
+class ParallelAOptions:
+    height: int = setting(512, "output height in pixels")
+    width: int = setting(512, "output width in pixels")
+    system_prompt: str = setting(EDIT_SYSTEM_PROMPT, "the system turn (default: the reference's editing prompt)")
+    input_size: int = setting(512, "the input image is cropped to about this size squared, keeping its "
+                                   "aspect-ratio bucket")
+    random_crop: bool = setting(False, "draw the crop offset from Python's random seeded with --seed, as the "
+                                       "reference (default: centred)")
+    text_block_length: int = setting(32, "accepted and ignored, as by the reference", aliases=["--text_block_length"])
+
+
+class ParallelA(Task):
+    """MMaDA-Parallel-A thinking-aware editing (``inference.py``): input image + instruction ->
+    reasoning + output image of height x width. Requests of one batch may differ in prompt length
+    and input aspect ratio (rows are left-padded)."""
+
+    name, settings, options, needs_image = "parallel_a", SettingsA, ParallelAOptions, True
+
+    def check(self, pipe, requests, s, o):
+        _check_a(pipe)
+        super().check(pipe, requests, s, o)
+
+    def steps(self, s):
+        return s.text_steps
+
+    def grid(self, pipe, o):
+        return output_grid(o.height, o.width)
+
+    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+        t = pipe.config.tokens
+        uncon = pipe.tokenizer.encode_prompt(turn_text(o.system_prompt, UNCONDITION))
+        eoa = pipe.tokenizer.encode("</answer>")
+        prompts = []
+        for r in chunk:
+            codes = _input_codes_a(pipe, r.image, o.input_size, o.random_crop, seed)
+            ids = pipe.tokenizer.encode_prompt(turn_text(o.system_prompt, r.prompt))
+            p = edit_prompt(t, ids, uncon, codes, grid=self.grid(pipe, o), text_len=s.text_len, eoa_ids=eoa)
+            if len(p.full_input_ids) > pipe.config.max_sequence_length:
+                raise ValueError(f"request {r.name}: the sequence would have {len(p.full_input_ids)} tokens "
+                                 f"({len(ids)} prompt, {len(p.input_img_token)} input image), more than the "
+                                 f"model's max_sequence_length {pipe.config.max_sequence_length}; shorten the "
+                                 f"prompt or the text budget, or lower --input-size")
+            prompts.append((p, codes.shape))
+        return prompts
+
+    def generate(self, pipe, prompts, s, keys, trajectory):
+        return generate_a(pipe.model, [p for p, _ in prompts], settings=s, seed=keys, return_trajectory=trajectory)
+
+    def samples(self, pipe, chunk, prompts, out, s, o):
+        lay = out.layout
+        return [Sample(pipe.tokenizer.decode(out.text_ids[i]), out.image_codes[i],
+                       {"model": "MMaDA-Parallel-A", "input_grid": list(prompts[i][1])},
+                       lay.image_positions(), lay.text_positions()) for i in range(len(chunk))]
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageAOptions:
+    height: int = setting(1024, "output height in pixels")
+    width: int = setting(1024, "output width in pixels")
+    system_prompt: str | None = setting(None, "the system turn (default: DiMOO's text-to-image prompt, or the "
+                                              "editing prompt for image-to-image)")
+    input_size: int = setting(512, "image-to-image: the input is cropped to about this size squared")
+    random_crop: bool = setting(False, "image-to-image: random crop offset seeded with --seed (default: centred)")
+
+
+class ImageA(Task):
+    """Lumina-DiMOO / MMaDA-Parallel-A image generation without reasoning text: text-to-image, or
+    image-to-image when the requests carry input images (all or none)."""
+
+    name, settings, options = "image_a", ImageSettings, ImageAOptions
+
+    def check(self, pipe, requests, s, o):
+        _check_a(pipe)
+        if len({r.image is not None for r in requests}) > 1:
+            raise ValueError("give input images for all requests (image-to-image) or for none (text-to-image)")
+
+    def steps(self, s):
+        return s.steps
+
+    def grid(self, pipe, o):
+        return output_grid(o.height, o.width)
+
+    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+        i2i = chunk[0].image is not None
+        system = o.system_prompt or (EDIT_SYSTEM_PROMPT if i2i else T2I_SYSTEM_PROMPT)
+        uncon = pipe.tokenizer.encode_prompt(turn_text(system, UNCONDITION))
+        prompts = []
+        for r in chunk:
+            codes = _input_codes_a(pipe, r.image, o.input_size, o.random_crop, seed) if i2i else None
+            ids = pipe.tokenizer.encode_prompt(turn_text(system, r.prompt))
+            prompts.append(image_prompt(pipe.config.tokens, ids, uncon, grid=self.grid(pipe, o), input_image_codes=codes))
+        return prompts, system
+
+    def generate(self, pipe, inputs, s, keys, trajectory):
+        return generate_image(pipe.model, inputs[0], settings=s, seed=keys, return_trajectory=trajectory)
+
+    def samples(self, pipe, chunk, inputs, out, s, o):
+        answer = inputs[0][0].answer       # the trajectory holds the answer only
+        mode = "i2i" if chunk[0].image is not None else "t2i"
+        resolved = s.for_mode(mode == "i2i")
+        return [Sample(r.prompt, out.image_codes[i],
+                       {"model": "Lumina-DiMOO / MMaDA-Parallel-A", "mode": mode, "system_prompt": inputs[1],
+                        "guidance": resolved.guidance, "image_cfg": resolved.image_cfg},
+                       answer.image_positions()) for i, r in enumerate(chunk)]
+
+
+# ----------------------------------------------------------------------------- base MMaDA
+
+@dataclasses.dataclass(frozen=True)
+class T2IOptions:
+    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)")
+    max_text_len: int = setting(128, "text prefix length (the reference's M)")
+
+
+class T2I(Task):
+    """Base MMaDA text-to-image (MaskGIT)."""
+
+    name, settings, options, needs_image = "t2i", T2ISettings, T2IOptions, False
+
+    def steps(self, s):
+        return s.steps
+
+    def grid(self, pipe, o):
+        return _square_grid(pipe, o.resolution)[1]
+
+    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+        grid = self.grid(pipe, o)
+        texts = [_fit(pipe.tokenizer.encode(r.prompt), o.max_text_len - 2, f"prompt {r.name}", truncate, log)
+                 for r in chunk]
+        layout = T2ILayout(o.max_text_len, grid[0] * grid[1])
+        ids, _, uids, _ = t2i_gen_prompt(pipe.config.tokens, texts, layout.num_image_tokens, o.max_text_len)
+        return ids, uids, layout
+
+    def generate(self, pipe, inputs, s, keys, trajectory):
+        ids, uids, layout = inputs
+        return generate_t2i(pipe.model, ids, uids, layout=layout, settings=s, seed=keys, return_trajectory=trajectory)
+
+    def samples(self, pipe, chunk, inputs, out, s, o):
+        size = _square_grid(pipe, o.resolution)[0]
+        return [Sample(r.prompt, out.image_codes[i], {"resolution": size}, out.layout.image_positions())
+                for i, r in enumerate(chunk)]
+
+
+@dataclasses.dataclass(frozen=True)
+class TextOptions:
+    resolution: int | None = setting(None, "mmu: input image side in pixels (default: the VQ's, 512)")
+    thinking: bool = setting(False, "prepend the <think> instruction")
+    max_prompt_tokens: int = setting(512, "prompt budget in tokens")
+
+
+class Text(Task):
+    """LLaDA text generation (chat template), or MMU (``mmu=True``): a question about an input image."""
+
+    settings, options = TextSettings, TextOptions
+
+    def __init__(self, mmu: bool = False):
+        self.mmu = mmu
+        self.name = "mmu" if mmu else "text"
+        self.needs_image = mmu or False
+
+    def steps(self, s):
+        return s.resolved().steps
+
+    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+        if self.mmu:
+            size, _ = _square_grid(pipe, o.resolution)
+            pixels = pipe.vq.load_images([r.image for r in chunk], size=size)
+            codes = np.asarray(pipe.vq.encode(pixels))
+        prompts = []
+        for i, r in enumerate(chunk):
+            chat = _fit(pipe.tokenizer.chat(r.prompt, o.thinking), o.max_prompt_tokens, f"prompt {r.name}",
+                        truncate, log)
+            prompts.append(mmu_question(pipe.config.tokens, codes[i] + pipe.config.tokens.image_offset, chat)
+                           if self.mmu else np.asarray(chat, np.int32))
+        if len({len(p) for p in prompts}) > 1:
+            raise ValueError("the prompts of one text/mmu batch must have the same token length; use --batch-size 1")
+        return np.stack(prompts), (pipe.vq.to_uint8(pixels) if self.mmu else None)
+
+    def generate(self, pipe, inputs, s, keys, trajectory):
+        return generate_text(pipe.model, inputs[0], settings=s, seed=keys, return_trajectory=trajectory)
+
+    def samples(self, pipe, chunk, inputs, out, s, o):
+        lay = out.layout
+        positions = np.arange(lay.prompt_len, lay.total)
+        return [Sample(pipe.tokenizer.decode(out.text_ids[i]), None, {}, None, positions,
+                       None if inputs[1] is None else inputs[1][i]) for i in range(len(chunk))]
+
+
+TASKS = {"parallel_m": ParallelM, "parallel_a": ParallelA, "image_a": ImageA, "t2i": T2I,
+         "text": Text, "mmu": lambda: Text(mmu=True)}
+
+
+# ----------------------------------------------------------------------------- the batch runner
+
+def row_keys(seed: int, start: int, count: int):
+    """One PRNG key per sample, from (seed, sample index): results do not depend on batching."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(start, start + count))
+
+
+def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, settings=None, options=None, *,
+             batch_size: int = 1, seed: int = 0, trajectory: bool = False, truncate: bool = False,
+             log=print) -> list[dict]:
+    """Run ``requests`` through ``task`` in batches and write one folder per sample under
+    ``out_dir`` (named by the request's id, else its index). Returns the written records."""
+    settings = task.settings() if settings is None else settings
+    options = task.options() if options is None else options
+    task.check(pipe, requests, settings, options)
+    grid = task.grid(pipe, options)
+    steps = task.steps(settings)
+    log(f"{task.name}: {len(requests)} request(s), {steps} steps"
+        + (f", output grid {grid[0]}x{grid[1]} codes" if grid else ""))
+    out_dir = Path(out_dir)
+    common = {"task": task.name, "seed": seed, **dataclasses.asdict(settings), **dataclasses.asdict(options),
+              **pipe.paths, "grid": list(grid) if grid else None}
+    records, compile_seconds, done, start_time = [], [], 0, time.perf_counter()
+
+    def on_compile(seconds):
+        compile_seconds.append(seconds)
+        log(f"  compiled the sampler in {seconds:.1f}s")
+
+    with report_compiles(on_compile):
+        for start in range(0, len(requests), batch_size):
+            chunk = list(requests[start:start + batch_size])
+            t0 = time.perf_counter()
+            inputs = task.inputs(pipe, chunk, settings, options, seed=seed, truncate=truncate, log=log)
+            out = task.generate(pipe, inputs, settings, row_keys(seed, start, len(chunk)), trajectory)
+            samples = task.samples(pipe, chunk, inputs, out, settings, options)
+            coded = [i for i, smp in enumerate(samples) if smp.codes is not None]
+            images = {}
+            if coded:
+                pixels = pipe.vq.to_uint8(pipe.vq.decode(np.stack([samples[i].codes for i in coded]), grid=grid))
+                images = dict(zip(coded, pixels))
+            for i, (r, smp) in enumerate(zip(chunk, samples)):
+                frames = None
+                if trajectory:
+                    frames = trajectory_frames(out.trajectory[:, i], tokenizer=pipe.tokenizer, vq=pipe.vq,
+                                               tokens=pipe.config.tokens, image_positions=smp.image_positions,
+                                               grid=grid, text_positions=smp.text_positions,
+                                               title=task.name)
+                record = dict(common, **smp.record, row_key=start + i, prompt=r.prompt, input_image=r.image)
+                if smp.codes is not None:
+                    record["image_codes"] = np.asarray(smp.codes).tolist()
+                image = images.get(i, smp.pixels_u8)
+                records.append(write_sample(out_dir / (r.id or f"{start + i:04d}"), record, smp.text, image, frames))
+            seconds = time.perf_counter() - t0 - sum(compile_seconds)   # the batch minus any compile in it
+            compile_seconds.clear()
+            done += len(chunk)
+            eta = (time.perf_counter() - start_time) / done * (len(requests) - done)
+            log(f"  {done}/{len(requests)} samples: {steps / seconds:.1f} steps/s, "
+                f"{len(chunk) / seconds:.2f} samples/s, ETA {eta:.0f}s")
+    return records

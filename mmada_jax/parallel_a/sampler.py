@@ -1,0 +1,289 @@
+"""MMaDA-Parallel-A's joint sampler (the reference's ``generate_ti2ti``): thinking-aware image
+editing, the masked reasoning text and the masked output image denoised together in ONE jitted
+``lax.scan``.
+
+The sequence is ``[cond input | <answer> <boi> grid <eoi> MASK*T </answer>]``
+(:mod:`mmada_jax.parallel_a.layout`). Each of the ``S = text_steps`` steps runs one conditional
+forward (no attention mask) and:
+
+* text (no guidance): ``x0 = argmax(l + text_temperature * Gumbel)`` over the FULL vocabulary
+  (as the reference; ``restrict_text`` limits it to text ids), confidence = the un-noised softmax
+  probability of ``x0``; the ``k_s`` most confident masked positions receive ``x0``,
+  ``k_s = rem - int(M (1 - (s+1)/S))`` (``M`` masked text tokens at the start);
+* image, at the steps ``round(linspace(S//4, S-1, image_steps))``, from the SAME conditional
+  logits (taken before the text update): two unconditional rows are made from the CURRENT
+  sequence (after the text update) by overwriting its prefix with the uncond-text / uncond-image
+  prefixes, and ``guided = cond + instruction_cfg (cond - uncond_text) + image_cfg (cond -
+  uncond_img)`` over the codebook columns drives a MaskGIT update: a categorical draw (argmax at
+  temperature 0), known codes kept, and the ``mask_len = clamp(floor(N cos(pi/2 (s+1)/S)), 1,
+  #unknown - 1)`` lowest of ``log(p + 1e-10) + image_temperature (1 - (s+1)/S) * z`` (``z``
+  Gaussian) re-masked.
+
+After the loop image positions still MASK (always exactly one with the reference schedule, since
+``mask_len >= 1``) get a uniform random code (``final_fill='random'``, the reference) or the last
+step's draw at that position (``final_fill='sampled'``, which avoids a random token in the output
+image). Spec: ``mmada_a.md`` §4.2; golden: ``samplers_a``.
+
+Batches: :func:`generate` takes several prompts whose instructions (or input-image grids) differ
+in length. Rows are left-padded; the pads are hard-masked out of attention and the RoPE positions
+shifted, and each row's unconditional prefixes are written at its own offset (as full-length
+overlays), so row b computes what it computes alone with ``keys[b]``. Unpadded batches run
+without any attention mask, as the reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, categorical_from_uniform,
+                               exact_default, first_argmax, image_step_indices, left_padding, mask_ratio_schedule,
+                               top_k_mask, unmask_by_confidence)
+from ..sampling.runner import run_scan
+from ..settings import resolve, setting
+from .layout import Layout
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """MMaDA-Parallel-A sampling (defaults: the reference README command)."""
+
+    text_len: int = setting(256, "reasoning-text budget in tokens", aliases=["--text_gen_length"])
+    text_steps: int = setting(128, "denoising steps (one conditional forward each)", aliases=["--text_steps"])
+    image_steps: int = setting(64, "how many of the steps also update the image", aliases=["--timesteps"])
+    instruction_cfg: float = setting(0.0, "image guidance towards the instruction (against the <uncondition> "
+                                          "turn; inference.py's argparse has 2.5)", aliases=["--cfg_scale", "--cfg-scale"])
+    image_cfg: float = setting(4.0, "image guidance towards the input image (against the image-free turn)",
+                               aliases=["--cfg_img"])
+    image_temperature: float = setting(1.0, "image sampling temperature (0: argmax); scales the remasking noise",
+                                       aliases=["--temperature"])
+    text_temperature: float = setting(0.0, "Gumbel noise scale of the text argmax (0: greedy)",
+                                      aliases=["--text_temperature"])
+    remasking: str = setting("low_confidence", "which masked text slots are written each step",
+                             choices=["low_confidence", "random"])
+    schedule: str = setting("cosine", "image mask-ratio schedule (cosine, linear, powP)")
+    restrict_text: bool = setting(False, "decode text over text ids only (the reference argmaxes the whole "
+                                         "vocabulary)")
+    final_fill: str = setting("random", "the image token still masked at the end: a uniform random code "
+                                        "(reference) or the last step's draw", choices=["random", "sampled"])
+
+    @property
+    def run_uncond(self) -> bool:
+        return self.instruction_cfg > 0 or self.image_cfg > 0
+
+
+def _gumbel(u):
+    """-A's text Gumbel noise: -log(-log(u + 1e-10) + 1e-10)."""
+    return -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
+
+
+def _step(model, carry, xs, consts, rnd, st: Static):
+    x, gumbel_index, j, last_sampled = carry
+    s, k, is_image_step, cap, temp = xs
+    b = x.shape[0]
+    cfg, lay, t = st.settings, st.layout, st.tokens
+    n, kk, off = lay.num_image_tokens, t.codebook_size, t.image_offset
+    pos = jnp.asarray(lay.image_positions())
+    cols = (off, off + kk)
+    mask = consts.get("attention_mask")            # present only when rows are left-padded
+    position_ids = consts.get("position_ids")
+    hidden, _ = model.encode(x, mask, mask_mode="hard", position_ids=position_ids)
+
+    # text: no guidance, full vocabulary
+    text_logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
+    region = x[:, lay.text_start:lay.text_end]
+    any_mask = jnp.any(region == t.mask_id)
+    if cfg.restrict_text:   # option: text ids only (the reference lets image and mask ids win)
+        col = jnp.arange(text_logits.shape[-1])
+        text_logits = jnp.where((col < off) & (col != t.mask_id), text_logits, -jnp.inf)
+    region = unmask_by_confidence(text_logits, region, k, mask_id=t.mask_id, temperature=cfg.text_temperature,
+                                  remasking=cfg.remasking, rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel,
+                                  gumbel_index=gumbel_index, gumbel_dtype=jnp.float32)
+    x = x.at[:, lay.text_start:lay.text_end].set(region)
+    if cfg.text_temperature > 0:
+        gumbel_index = gumbel_index + any_mask.astype(jnp.int32)
+
+    def update_image(ops):
+        x, j, _ = ops
+        cond = model.head(hidden, positions=pos, vocab_range=cols).astype(jnp.float32)
+        current = x[:, pos]
+        unknown = current == t.mask_id
+        prev = jnp.clip(current - off, 0, kk - 1)
+        if cfg.run_uncond:
+            # the current sequence with each prefix written over its start (per-row overlays)
+            rows = jnp.concatenate([jnp.where(consts["uncon_text_on"], consts["uncon_text"], x),
+                                    jnp.where(consts["uncon_image_on"], consts["uncon_image"], x)], axis=0)
+            twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
+            uncond, _ = model.encode(rows, twice(mask), mask_mode="hard", position_ids=twice(position_ids))
+            uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
+            uncond_text, uncond_img = uncond[:b], uncond[b:]
+        else:
+            uncond_text = uncond_img = jnp.zeros_like(cond)
+        guided = cond
+        if cfg.instruction_cfg != 0:
+            guided = guided + cfg.instruction_cfg * (cond - uncond_text)
+        if cfg.image_cfg != 0:
+            guided = guided + cfg.image_cfg * (cond - uncond_img)
+        probs = jax.nn.softmax(guided, axis=-1)
+        if cfg.image_temperature == 0:
+            sampled = first_argmax(probs)
+        else:
+            u = rnd.uniform("u_multinomial", j, (b, n), jnp.float64 if st.exact else jnp.float32)
+            sampled = categorical_from_uniform(probs, u, st.exact)
+        sampled = jnp.clip(jnp.where(unknown, sampled, prev), 0, kk - 1)
+        selected = jnp.take_along_axis(probs, sampled[..., None], axis=-1)[..., 0]
+        selected = jnp.where(unknown, selected, F32_MAX)
+        n_unknown = unknown.sum(-1).astype(jnp.int32)
+        mask_len = jnp.clip(jnp.maximum(1, jnp.minimum(n_unknown - 1, cap)), 0, n - 1)
+        z = rnd.normal("randn_remask", j, (b, n))
+        confidence = jnp.log(selected + 1e-10) + temp * z
+        masking = top_k_mask(-confidence, mask_len)  # the mask_len lowest (stable ascending order)
+        new = jnp.where(masking, t.mask_id, sampled + off).astype(jnp.int32)
+        return x.at[:, pos].set(new), j + 1, sampled
+
+    x, j, last_sampled = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, j, last_sampled))
+    return (x, gumbel_index, j, last_sampled), (x if st.trajectory else None)
+
+
+def generate_ids(model, input_ids, layout: Layout, *, uncon_text=None, uncon_image=None,
+                 settings: Settings | None = None, seed=0, tape=None, exact: bool | None = None,
+                 return_trajectory: bool = False, **overrides) -> SamplerOutput:
+    """Jointly generate the reasoning text and the edited image from full sequences.
+
+    Args:
+      input_ids: the full sequence(s) [L] or [B, L] (``EditPrompt.full_input_ids``) sharing
+        ``layout`` (``layout.text_len`` must be the sequence's text budget).
+      uncon_text, uncon_image: the prefixes [Lt] / [Li] (or one per row) written over the start of
+        the current sequence to make the unconditional rows (None: no overwrite).
+      settings: :class:`Settings` (``**overrides`` replace single fields).
+      seed: int, PRNG key or one key per row; tape: recorded noise to replay (``u_text_gumbel``
+        [draws, B, T, V], ``u_multinomial`` [S_img, B*N], ``randn_remask`` [S_img, B, N],
+        ``randint_fill`` [#left masked]); exact: float64 sampling arithmetic (default: not on TPU).
+    Returns ``ids`` (the final sequences; positions still masked stay MASK with ``random``),
+    ``image_codes`` [B, N] (codes 0..K-1, every position filled), ``text_ids`` [B, T] (the text
+    region; the reference returns its non-MASK entries) and, with ``return_trajectory``, the
+    sequence after every step [S, B, L].
+    """
+    x = np.asarray(input_ids, np.int32)
+    x = x[None] if x.ndim == 1 else x
+    b, length = x.shape
+    prefixes = {}
+    for name, prefix in (("uncon_text", uncon_text), ("uncon_image", uncon_image)):
+        p = np.zeros((b, 0), np.int32) if prefix is None else np.asarray(prefix, np.int32)
+        p = np.broadcast_to(p[None] if p.ndim == 1 else p, (b, p.shape[-1]))
+        if p.shape[1] > length:
+            raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
+        prefixes[name] = list(p)
+    return _generate(model, x, layout, _prefix_overlays(prefixes, np.zeros(b, np.int32), length), None,
+                     resolve(Settings, settings, **overrides), seed, tape, exact, return_trajectory)
+
+
+def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=None, exact: bool | None = None,
+             return_trajectory: bool = False, **overrides) -> SamplerOutput:
+    """:func:`generate_ids` on one :class:`~mmada_jax.parallel_a.prompts.EditPrompt` or a list of
+    them (sequences, layout and unconditional prefixes taken from each). The prompts of a batch
+    must share the answer (output grid, text budget); their instructions and input images may
+    differ in length: rows are left-padded (see the module docstring). The returned ``ids`` (and
+    trajectory) are the padded rows, ``layout`` their layout; ``pads`` [B] says how many leading
+    pad tokens each has. ``settings.text_len`` is the prompts' text budget."""
+    prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
+    if not prompts:
+        raise ValueError("no prompts")
+    answer = lambda p: (p.layout.grid, p.layout.text_len, p.layout.eoa_len)
+    for p in prompts[1:]:
+        if answer(p) != answer(prompts[0]):
+            raise ValueError(f"the prompts of a batch must share the output grid and text budget; got "
+                             f"(grid, T, eoa) {answer(prompts[0])} and {answer(p)}")
+    settings = resolve(Settings, settings, **overrides)
+    length = max(len(p.full_input_ids) for p in prompts)
+    pads = np.asarray([length - len(p.full_input_ids) for p in prompts], np.int32)
+    x = np.full((len(prompts), length), model.config.tokens.pad_id, np.int32)
+    for row, (p, pad) in enumerate(zip(prompts, pads)):
+        x[row, pad:] = p.full_input_ids
+    overlays = _prefix_overlays({"uncon_text": [p.uncon_input_text for p in prompts],
+                                 "uncon_image": [p.uncon_input_image for p in prompts]}, pads, length)
+    layout = dataclasses.replace(prompts[0].layout, prompt_len=length - prompts[0].layout.answer_len)
+    out = _generate(model, x, layout, overlays, pads, settings, seed, tape, exact, return_trajectory)
+    return dataclasses.replace(out, pads=pads)
+
+
+def _prefix_overlays(prefixes: dict, pads: np.ndarray, length: int) -> dict[str, np.ndarray]:
+    """Per-row overlays of the unconditional prefixes: ``name`` [B, L] holds row b's prefix at
+    ``[pads[b], pads[b] + len)`` and ``name_on`` [B, L] marks those positions (the reference's
+    in-place overwrite of the sequence's start, moved past each row's left padding)."""
+    out = {}
+    for name, rows in prefixes.items():
+        out[name] = np.zeros((len(rows), length), np.int32)
+        out[f"{name}_on"] = np.zeros((len(rows), length), bool)
+        for row, (prefix, pad) in enumerate(zip(rows, pads)):
+            out[name][row, pad:pad + len(prefix)] = prefix
+            out[f"{name}_on"][row, pad:pad + len(prefix)] = True
+    return out
+
+
+def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,
+              return_trajectory) -> SamplerOutput:
+    """The sampler on rows ``x`` [B, L] sharing ``layout``, the unconditional rows given as
+    overlays (``uncon_text`` [B, L] written where ``uncon_text_on``, same for ``uncon_image``),
+    ``pads`` [B] left-padding lengths (None: no padding, no attention mask)."""
+    b, length = x.shape
+    t = model.config.tokens
+    mask, off, kk = t.mask_id, t.image_offset, t.codebook_size
+    s = settings
+    if layout.total != length:
+        raise ValueError(f"the layout describes {layout.total} tokens but the sequences have {length}")
+    if layout.text_len != s.text_len:
+        raise ValueError(f"the prompts have a text budget of {layout.text_len} but text_len is {s.text_len}")
+    positions = layout.image_positions()
+    if np.any(x[:, positions] == t["newline"]):
+        raise ValueError("the layout's image positions hold NEWLINE tokens: the sequences do not follow the layout")
+    if length > model.config.max_sequence_length:
+        raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
+
+    consts = dict(overlays)
+    if pads is not None and np.any(pads):
+        consts.update(left_padding(pads, length))
+
+    # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
+    steps, n = s.text_steps, layout.num_image_tokens
+    k = np.zeros((steps, b), np.int32)
+    for row in range(b):
+        total = int((x[row, layout.text_start:layout.text_end] == mask).sum())
+        rem = total
+        for i in range(steps):
+            take = max(0, rem - int(total * (1 - (i + 1) / steps)))
+            k[i, row] = take
+            rem -= take
+    is_image = np.isin(np.arange(steps), image_step_indices(steps, s.image_steps))
+    caps = np.floor(np.float32(n) * mask_ratio_schedule(steps, s.schedule)).astype(np.int32)
+    temps = np.asarray([s.image_temperature * (1.0 - (i + 1) / steps) for i in range(steps)], np.float32)
+
+    exact = exact_default() if exact is None else exact
+    static = Static(s, layout, t, exact, return_trajectory)
+    rnd = as_randomness(seed, b, tape)
+    xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps)
+    init = (x, np.int32(0), np.int32(0), np.zeros((b, n), np.int32))
+    (final, _, _, last_sampled), traj = run_scan(model, _step, static, init, xs, consts, rnd, exact)
+    final = np.array(final)
+
+    # image codes; positions still masked get a fill code (position order, row-major)
+    image = final[:, positions]
+    left = image == mask
+    codes = np.clip(image - off, 0, kk - 1).astype(np.int32)
+    if left.any():
+        if s.final_fill == "sampled":
+            codes[left] = np.asarray(last_sampled)[left]
+            final[:, positions] = np.where(left, codes + off, image)
+        elif rnd.tape is not None and "randint_fill" in rnd.tape:
+            recorded = np.asarray(rnd.tape["randint_fill"]).reshape(-1)
+            if recorded.size < left.sum():
+                raise ValueError(f"randint_fill holds {recorded.size} codes, {int(left.sum())} needed")
+            codes[left] = recorded[:left.sum()]
+        else:
+            draws = np.asarray(rnd.integers("randint_fill", (b, n), kk))
+            codes[left] = draws[left]
+    return SamplerOutput(ids=final, image_codes=codes, text_ids=final[:, layout.text_start:layout.text_end],
+                         trajectory=None if traj is None else np.asarray(traj), layout=layout)
