@@ -8,8 +8,14 @@ one training checkpoint (out_dir/checkpoints/N); read through mmada_jax.checkpoi
 
 Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (the MMaDA-Parallel-A
 transformer), magvitv2 (MAGVIT-v2 image tokenizer), amused (the aMUSEd VQ of -A, in a vqvae/
-subfolder); detected from the source config.json unless --kind is given. Exits non-zero with a message naming the
-problem (missing shard, unexpected or missing keys, wrong shapes, truncated files).
+subfolder); detected from the source config.json unless --kind is given.
+
+DST is written beside itself (.DST.tmp-...) and swapped in only when complete: a failed run leaves DST
+as it was, and --overwrite replaces it only after success. Every tensor is checked for NaN/Inf (the
+conversion fails listing them unless --allow-nonfinite) and the checkpoint written carries a checksum per
+parameter, checked when it is read. Bad input exits 2 with a message naming the file, key or path
+(missing shard, unexpected or missing keys, wrong shapes, truncated or corrupt files, DST inside SRC,
+full disk); an internal error exits 1.
 """
 
 import argparse
@@ -33,14 +39,18 @@ def main(argv=None) -> int:
                         help="export our checkpoint SRC as HF safetensors + config.json")
     parser.add_argument("--max-shard-size-gb", type=float, default=5.0,
                         help="with --to-hf: size of each safetensors shard")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty DST (only after the new checkpoint is complete)")
+    parser.add_argument("--allow-nonfinite", action="store_true",
+                        help="convert tensors holding NaN/Inf (with a warning) instead of failing")
     args = parser.parse_args(argv)
     quiet_logs()
     if args.to_hf:
         export_to_hf(args.src, args.dst, dtype=args.dtype, overwrite=args.overwrite,
-                     max_shard_bytes=int(args.max_shard_size_gb * 1024**3))
+                     allow_nonfinite=args.allow_nonfinite, max_shard_bytes=int(args.max_shard_size_gb * 1024**3))
     else:
-        convert_to_orbax(args.src, args.dst, kind=args.kind, dtype=args.dtype, overwrite=args.overwrite)
+        convert_to_orbax(args.src, args.dst, kind=args.kind, dtype=args.dtype, overwrite=args.overwrite,
+                         allow_nonfinite=args.allow_nonfinite)
     return 0
 
 

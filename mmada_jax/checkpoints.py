@@ -20,6 +20,13 @@ restore that builds the abstract module once, computes the shardings when a mesh
 parameter is then read straight into its shards) and fills it from the right source.
 :func:`save_model` / :func:`save_vq` write a converted checkpoint.
 
+Integrity: every checkpoint this project writes carries a CRC-32 per parameter (converted:
+``checksums.json``; training: the ``checksums`` item), computed from the values as saved and
+checked by :func:`read_params` (a mismatch is a :class:`CheckpointError` naming the checkpoint and
+the parameter); checkpoints written before carry none and load unchecked. Every loaded parameter
+is checked for NaN/Inf (``allow_nonfinite=True`` to load one anyway), and an Orbax read failure
+(truncated or missing files) is a :class:`CheckpointError` naming the checkpoint.
+
 Orbax layout note: ``params/`` (and a training step directory) is an Orbax *checkpoint* whose
 ``_CHECKPOINT_METADATA`` sits at its root and whose parameter tree is the ``state`` *item*
 (``params/state``). The item directory is read with the item handler
@@ -30,6 +37,7 @@ logged ``WARNING:absl:Metadata file does not exist: .../params/state/_CHECKPOINT
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +50,11 @@ from jax.sharding import Mesh
 from . import config as config_lib
 from . import model as model_lib
 from .config import CONFIG_FILE, ModelConfig
-from .convert import (HF_DIR, KINDS, NUMPY_DTYPES, PARAMS_DIR, assemble, plan, resolve_kind,
-                      source_dtype_name)
-from .hf_io import CheckpointError, TensorSource, flatten, nest
+from .convert import (CHECKSUMS_FILE, HF_DIR, KINDS, NUMPY_DTYPES, PARAMS_DIR, assemble, nonfinite_error, plan,
+                      resolve_kind, scan_param, source_dtype_name, write_checksums)
+from .hf_io import CHECKSUM_ALGORITHM, CheckpointError, TensorSource, flatten, nest
 from .sharding import state_shardings
+from .training.checkpoint import CHECKSUMS_ITEM, check_value, param_checksums   # {"algorithm", "params": {path: record}}
 from .vq import checkpoint as vq_kinds
 from .vq.base import VQTokenizer
 
@@ -259,26 +268,66 @@ def _params_item(ckpt: Checkpoint) -> tuple[Path, tuple[str, ...]]:
     raise CheckpointError(f"{ckpt.path}: no {PARAMS_DIR}/ directory; not a converted mmada-jax checkpoint")
 
 
+def _short(e: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message, bounded (Orbax/TensorStore errors run long)."""
+    text = (str(e).strip().splitlines() or [""])[0]
+    text = text if len(text) <= limit else text[:limit] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def stored_checksums(ckpt: Checkpoint) -> dict[str, dict] | None:
+    """{parameter path: checksum record} saved with a converted or training checkpoint; None for
+    checkpoints written before checksums existed."""
+    if ckpt.format == TRAINING:
+        data = _read_json_item(ckpt.path, CHECKSUMS_ITEM)
+        where = ckpt.path / CHECKSUMS_ITEM
+    else:
+        where = ckpt.path / CHECKSUMS_FILE
+        if not where.exists():
+            return None
+        try:
+            data = json.loads(where.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"checkpoint {ckpt.path}: cannot read {where.name}: {e}") from None
+    if data is None:
+        return None
+    if (not isinstance(data, dict) or data.get("algorithm") != CHECKSUM_ALGORITHM
+            or not isinstance(data.get("params"), dict)):
+        raise CheckpointError(f"checkpoint {ckpt.path}: {where} is not a {CHECKSUM_ALGORITHM} checksum table")
+    return data["params"]
+
+
 def read_params(ckpt: Checkpoint, target: dict, *, shardings: dict | None = None,
-                as_numpy: bool = False) -> dict:
+                as_numpy: bool = False, allow_nonfinite: bool = False) -> dict:
     """Restore (a subtree of) the stored parameters of a converted or training checkpoint into
     ``target``'s dtypes (a nested dict of ShapeDtypeStructs; string keys), onto ``shardings``
-    (same structure) or the default device, or as numpy arrays."""
+    (same structure) or the default device, or as numpy arrays.
+
+    Each parameter is read in its stored dtype, checked against its saved checksum (when the
+    checkpoint has them) and for NaN/Inf (unless ``allow_nonfinite``), then cast. Any failure is
+    a :class:`CheckpointError` naming the checkpoint (and the parameter where known)."""
     import orbax.checkpoint as ocp
 
     item, prefix = _params_item(ckpt)
+    records = stored_checksums(ckpt) or {}
+    flat_target = flatten(target)
+    names = {path: ".".join(path) for path in flat_target}
+    # read in the dtype the checksum was taken in, cast after the check
+    read_as = {path: np.dtype(records[n]["dtype"]) if isinstance(records.get(n), dict) and "dtype" in records[n]
+               else np.dtype(flat_target[path].dtype) for path, n in names.items()}
     handler = ocp.PyTreeCheckpointHandler()
     try:
         try:
             stored = handler.metadata(item).tree
         except Exception as e:  # noqa: BLE001
-            raise CheckpointError(f"{item}: cannot read Orbax metadata: {e}") from None
+            raise CheckpointError(f"{ckpt.path}: cannot read parameters (Orbax metadata of {item}: "
+                                  f"{_short(e)}); the checkpoint is truncated or damaged") from None
         for k in prefix:
             if not isinstance(stored, dict) or k not in stored:
                 raise CheckpointError(f"{item}: no {'.'.join(prefix)!r} subtree in the training state")
             stored = stored[k]
         problems = []
-        for path, leaf in flatten(target).items():
+        for path, leaf in flat_target.items():
             node = stored
             for k in path:
                 if not isinstance(node, dict) or k not in node:
@@ -294,26 +343,45 @@ def read_params(ckpt: Checkpoint, target: dict, *, shardings: dict | None = None
                                   + "\n  - ".join(problems))
 
         default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        read_target = nest({path: jax.ShapeDtypeStruct(leaf.shape, read_as[path])
+                            for path, leaf in flat_target.items()})
 
         def args(leaf, sharding=None):
             if as_numpy:
                 return ocp.RestoreArgs(restore_type=np.ndarray, dtype=leaf.dtype)
             return ocp.ArrayRestoreArgs(dtype=leaf.dtype, sharding=sharding or default)
 
-        restore_args = jax.tree.map(args, target) if shardings is None else jax.tree.map(args, target, shardings)
+        restore_args = (jax.tree.map(args, read_target) if shardings is None
+                        else jax.tree.map(args, read_target, shardings))
         for k in reversed(prefix):
-            target, restore_args = {k: target}, {k: restore_args}
-        restored = handler.restore(item, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                                                     partial_restore=True))
+            read_target, restore_args = {k: read_target}, {k: restore_args}
+        try:
+            restored = handler.restore(item, args=ocp.args.PyTreeRestore(
+                item=read_target, restore_args=restore_args, partial_restore=True))
+        except Exception as e:  # noqa: BLE001 - Orbax/TensorStore raise many kinds
+            raise CheckpointError(f"{ckpt.path}: cannot read parameters ({_short(e)}); the checkpoint is "
+                                  f"truncated or damaged") from None
     finally:
         handler.close()
     for k in prefix:
         restored = restored[k]
-    return restored
+    values = flatten(restored)
+    for path, name in names.items():
+        if path not in values:
+            raise CheckpointError(f"{ckpt.path}: cannot read parameters (parameter {name} was not restored)")
+        value = values[path]
+        check_value(ckpt.path, name, value, records.get(name), allow_nonfinite=allow_nonfinite)
+        want = np.dtype(flat_target[path].dtype)
+        if np.dtype(value.dtype) != want:
+            values[path] = value.astype(want)
+        del value
+    return nest(values)
 
 
-def _restore(ckpt: Checkpoint, *, dtype=None, mesh: Mesh | None = None, overrides: dict | None = None):
-    """(module, config): the abstract module built once, filled from ``ckpt``'s parameters."""
+def _restore(ckpt: Checkpoint, *, dtype=None, mesh: Mesh | None = None, overrides: dict | None = None,
+             allow_nonfinite: bool = False):
+    """(module, config): the abstract module built once, filled from ``ckpt``'s parameters
+    (checked: checksums where saved, NaN/Inf unless ``allow_nonfinite``)."""
     config, name, source = ckpt.config, dtype_name(dtype), None
     try:
         if ckpt.format == HF:
@@ -345,14 +413,21 @@ def _restore(ckpt: Checkpoint, *, dtype=None, mesh: Mesh | None = None, override
             if ckpt.image_tokenizer:   # its maps follow the module tree: from the paths just built
                 maps = vq_kinds.param_maps(config, paths=target)
             plan(source, maps, target, where=str(ckpt.weights_dir), buffers=spec.buffers(config))
-            values = {}
+            values, bad = {}, {}
             for m in maps:
                 want = target[m.path]
                 array = assemble(source, m, np.dtype(want.dtype))
+                scan_param(m, array, bad, checksum=False)
+                if bad and not allow_nonfinite:   # keep scanning (host only) to name every bad tensor
+                    del array
+                    continue
                 values[m.path] = jax.device_put(array, shardings[m.path] if shardings else None)
                 del array
+            if bad and not allow_nonfinite:
+                raise nonfinite_error(str(ckpt.weights_dir), bad, "pass allow_nonfinite=True to load it anyway")
         else:
-            values = flatten(read_params(ckpt, nest(target), shardings=nest(shardings) if shardings else None))
+            values = flatten(read_params(ckpt, nest(target), shardings=nest(shardings) if shardings else None,
+                                         allow_nonfinite=allow_nonfinite))
     finally:
         if source is not None:
             source.close()
@@ -361,7 +436,8 @@ def _restore(ckpt: Checkpoint, *, dtype=None, mesh: Mesh | None = None, override
 
 
 def load_model(path: str | Path | Checkpoint, dtype=None, *, mesh: Mesh | None = None,
-               kind: str | None = None, **overrides) -> tuple[model_lib.LLaDAModel, ModelConfig]:
+               kind: str | None = None, allow_nonfinite: bool = False,
+               **overrides) -> tuple[model_lib.LLaDAModel, ModelConfig]:
     """Load ``(model, config)`` from any transformer checkpoint.
 
     Args:
@@ -373,28 +449,31 @@ def load_model(path: str | Path | Checkpoint, dtype=None, *, mesh: Mesh | None =
       mesh: place the parameters on this mesh by the logical-axis rules (each restored straight
         into its shards).
       kind: for HF directories, override the detected kind (``mmada``, ``llada``, ``dimoo``).
+      allow_nonfinite: load parameters holding NaN/Inf instead of raising :class:`CheckpointError`.
       **overrides: other :class:`ModelConfig` fields (``remat_policy``, ``attention_impl``,
         ``attention_mask_mode``, ``param_dtype`` ...).
     """
     ckpt = open_checkpoint(path, kind, image_tokenizer=False)
     if ckpt.image_tokenizer:
         raise CheckpointError(f"{ckpt.path} holds a {type(ckpt.config).__name__}, not a transformer")
-    return _restore(ckpt, dtype=dtype, mesh=mesh, overrides=overrides)
+    return _restore(ckpt, dtype=dtype, mesh=mesh, overrides=overrides, allow_nonfinite=allow_nonfinite)
 
 
-def load_vq(path: str | Path | Checkpoint, *, kind: str | None = None, micro_batch="auto") -> VQTokenizer:
+def load_vq(path: str | Path | Checkpoint, *, kind: str | None = None, micro_batch="auto",
+            allow_nonfinite: bool = False) -> VQTokenizer:
     """An image tokenizer from a converted checkpoint (``config.yaml`` with a ``vq:`` section),
     a reference directory (MAGVIT-v2, or a diffusers checkpoint whose ``vqvae/`` holds the aMUSEd
     VQ; converted in memory), or the image tokenizer of a transformer checkpoint / training run
     (its ``vq_dir``). Parameters are float32. ``micro_batch``: (encode, decode) images per
-    network pass, see :class:`VQTokenizer`."""
+    network pass, see :class:`VQTokenizer`. ``allow_nonfinite``: load NaN/Inf parameters instead of
+    raising."""
     ckpt = open_checkpoint(path, kind, image_tokenizer=True)
     if not ckpt.image_tokenizer:
         if ckpt.vq_dir is None or kind is not None:
             raise CheckpointError(f"{ckpt.path}: holds a {type(ckpt.config).__name__} (kind {ckpt.kind!r}), "
                                   f"not an image tokenizer")
         ckpt = open_checkpoint(ckpt.vq_dir, image_tokenizer=True)
-    model, config = _restore(ckpt)
+    model, config = _restore(ckpt, allow_nonfinite=allow_nonfinite)
     return vq_kinds.MODELS[config.kind][1](model, micro_batch=micro_batch)
 
 
@@ -402,12 +481,13 @@ def load_vq(path: str | Path | Checkpoint, *, kind: str | None = None, micro_bat
 
 def _save(module: nnx.Module, config, directory: str | Path) -> Path:
     """A converted checkpoint: ``params/`` (Orbax checkpoint, the tree in its ``state`` item,
-    string keys) + ``config.yaml``."""
+    string keys) + ``config.yaml`` + ``checksums.json``."""
     import orbax.checkpoint as ocp
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     params = nest({tuple(str(k) for k in p): v
                    for p, v in flatten(nnx.to_pure_dict(nnx.state(module, nnx.Param))).items()})
+    records = param_checksums(params)
     ckptr = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     try:
         ckptr.save(directory / PARAMS_DIR, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(params)}),
@@ -415,6 +495,8 @@ def _save(module: nnx.Module, config, directory: str | Path) -> Path:
     finally:
         ckptr.close()
     config.to_yaml(directory / CONFIG_FILE)
+    if jax.process_index() == 0:
+        write_checksums(directory, records)
     return directory
 
 

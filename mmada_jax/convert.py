@@ -18,14 +18,26 @@ Converted checkpoint layout::
     DST/params/          Orbax checkpoint of the parameter tree
     DST/hf/              the source's non-weight files (config.json, tokenizer, ...), kept for
                          the reverse export and for tokenizers
+    DST/checksums.json   a CRC-32 per parameter (as stored), checked when the parameters are read
+
+Both directions write into a fresh folder beside DST (``.DST.tmp-<pid>-<random>``) and swap it in
+only after everything was written: a failed or interrupted conversion leaves DST as it was (with
+``overwrite``, the old DST is renamed aside, the new one renamed in, then the old one deleted).
+Every tensor is checked for NaN/Inf as it streams; non-finite values fail the conversion (listing
+the tensors) unless ``allow_nonfinite``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
+import errno
 import gc
 import json
+import os
+import re
+import secrets
 import shutil
 import time
 from pathlib import Path
@@ -36,7 +48,8 @@ import ml_dtypes
 import numpy as np
 
 from .config import CONFIG_FILE, ConfigError, ModelConfig, detect_kind
-from .hf_io import (CheckpointError, Kind, ParamMap, TensorSource, flatten, iter_weight_files, nest,
+from .hf_io import (CHECKSUM_ALGORITHM, CheckpointError, Kind, ParamMap, TensorSource, checksum_record,
+                    describe_nonfinite, flatten, iter_weight_files, nest, scan_array,
                     write_safetensors_shards)
 from .vq import checkpoint as vq_kinds
 
@@ -45,6 +58,7 @@ PARAMS_DIR = "params"
 # non-weight files worth keeping from a source checkpoint (configs, tokenizer, remote code)
 SIDE_FILE_SUFFIXES = {".json", ".txt", ".model", ".jinja", ".py", ".tiktoken", ".md"}
 HF_DIR = "hf"
+CHECKSUMS_FILE = "checksums.json"   # {"algorithm": "crc32", "params": {"a.b": {crc32, dtype, shape}}}
 
 NUMPY_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(ml_dtypes.bfloat16),
                 "float16": np.dtype(np.float16)}
@@ -302,54 +316,169 @@ def _open_checked(src: Path, kind: str | None, dtype: str | None):
     return spec, cdir, config, source, maps, target
 
 
-def _clear_destination(dst: Path, overwrite: bool) -> None:
-    """Refuse to write into a non-empty ``dst`` unless ``overwrite`` (then empty it)."""
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
-        shutil.rmtree(dst)
+def check_destination(dst: Path, overwrite: bool, sources: Sequence[Path] = ()) -> Path:
+    """``dst`` with symlinks resolved, after refusing a destination that is (inside, or holds) one
+    of ``sources``, a file, or a non-empty directory without ``overwrite``. Reads nothing else."""
+    real = Path(dst).resolve()
+    for src in sources:
+        s = Path(src).resolve()
+        if real == s:
+            raise CheckpointError(f"destination {dst} is the source {src}; write to another directory")
+        if s in real.parents:
+            raise CheckpointError(f"destination {dst} is inside the source {src}; write outside it")
+        if real in s.parents:
+            raise CheckpointError(f"destination {dst} contains the source {src}; writing there would "
+                                  f"replace the source")
+    if real.exists() and not real.is_dir():
+        raise CheckpointError(f"destination {dst} is a file, not a directory")
+    if real.is_dir() and any(real.iterdir()) and not overwrite:
+        raise CheckpointError(f"destination {dst} exists and is not empty (use --overwrite)")
+    for parent in real.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CheckpointError(f"destination {dst}: {parent} is a file, not a directory")
+            break
+    return real
+
+
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG, errno.EIO}
+
+
+def disk_error(e: BaseException) -> str | None:
+    """A short reason when ``e`` is a storage failure (no space, quota, permissions, read-only)
+    raised as an OSError or reported by TensorStore/Orbax in a message; else None."""
+    if isinstance(e, OSError) and e.errno in DISK_ERRNOS:
+        return os.strerror(e.errno).lower() + (f" ({e.filename})" if e.filename else "")
+    match = _OS_ERROR_CODE.search(str(e))
+    if match and int(match.group(1)) in DISK_ERRNOS:
+        return os.strerror(int(match.group(1))).lower()
+    if "No space left on device" in str(e):
+        return "no space left on device"
+    return None
+
+
+@contextlib.contextmanager
+def staged_destination(dst: str | Path, *, overwrite: bool, sources: Sequence[Path] = ()):
+    """Yield a fresh folder beside ``dst`` to write into; after the block succeeds it replaces
+    ``dst`` (an existing one is renamed aside, the new one renamed in, then the old one deleted).
+    On any failure the folder is removed and ``dst`` is left untouched; a storage failure becomes
+    a :class:`CheckpointError` naming ``dst``."""
+    real = check_destination(Path(dst), overwrite, sources)
+    created = [p for p in reversed(real.parents) if not p.exists()]
+    real.parent.mkdir(parents=True, exist_ok=True)
+
+    def fresh(tag: str) -> Path:
+        while True:
+            p = real.parent / f".{real.name}.{tag}-{os.getpid()}-{secrets.token_hex(3)}"
+            if not p.exists():
+                return p
+
+    tmp = fresh("tmp")
+    try:
+        tmp.mkdir()
+        yield tmp
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for p in reversed(created):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        reason = disk_error(e) if isinstance(e, Exception) and not isinstance(e, CheckpointError) else None
+        if reason is not None:
+            raise CheckpointError(f"cannot write {dst}: {reason}; {dst} was left as it was") from None
+        raise
+    old = None
+    try:
+        if real.exists():
+            old = fresh("old")
+            os.rename(real, old)
+        os.rename(tmp, real)
+    except OSError as e:
+        if old is not None and not real.exists():
+            os.rename(old, real)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot move the new checkpoint into {dst}: {e}; {dst} was left as it "
+                              f"was") from None
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def scan_param(m: ParamMap, array: np.ndarray, bad: dict[str, int], checksum: bool = True) -> dict | None:
+    """Count the non-finite values of each reference tensor of ``array`` (one parameter in our
+    layout) into ``bad`` {key: count}; returns the parameter's checksum record (or None)."""
+    crc = 0 if checksum else None
+    parts = [(k, array[i]) for i, k in enumerate(m.sources)] if m.stacked else [(m.sources[0], array)]
+    for key, part in parts:
+        crc, n = scan_array(part, crc)
+        if n:
+            bad[key] = bad.get(key, 0) + n
+    return checksum_record(array, crc) if checksum else None
+
+
+def nonfinite_error(where: str, bad: dict[str, int], hint: str) -> CheckpointError:
+    return CheckpointError(f"{where}: {len(bad)} tensor(s) hold non-finite values (NaN/Inf); {hint}:\n"
+                           + describe_nonfinite(bad))
+
+
+def write_checksums(directory: Path, records: dict[str, dict]) -> None:
+    (Path(directory) / CHECKSUMS_FILE).write_text(
+        json.dumps({"algorithm": CHECKSUM_ALGORITHM, "params": records}, indent=1, sort_keys=True) + "\n")
 
 
 def convert_to_orbax(src: str | Path, dst: str | Path, *, kind: str | None = None,
-                     dtype: str | None = None, overwrite: bool = False,
+                     dtype: str | None = None, overwrite: bool = False, allow_nonfinite: bool = False,
                      log: Callable[[str], None] = print, flush_bytes: int = 512 * 1024**2):
     """Convert a HF checkpoint directory into our Orbax checkpoint; returns the typed config.
 
     ``DST/params`` is an Orbax checkpoint (``_CHECKPOINT_METADATA``) whose ``state`` item holds
     the parameter tree, written in pieces by Orbax's partial save (the layout ``save_model``
-    writes too; :mod:`mmada_jax.checkpoints` reads it)."""
+    writes too; :mod:`mmada_jax.checkpoints` reads it). Written beside ``dst`` and swapped in at
+    the end (see the module docstring); NaN/Inf values fail it unless ``allow_nonfinite``."""
     from orbax.checkpoint.experimental.v1 import partial
 
     src, dst = Path(src), Path(dst)
+    check_destination(dst, overwrite, [src])
     spec, cdir, config, source, maps, target = _open_checked(src, kind, dtype)
-    dtype_name = {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(target))
-    if dtype_name is None:
-        raise CheckpointError(f"{cdir}: weights are {target}; pass --dtype float32|bfloat16")
-    fields = {f.name for f in dataclasses.fields(config)}
-    config = dataclasses.replace(config, **{k: dtype_name for k in ("param_dtype", "dtype") if k in fields})
-
-    _clear_destination(dst, overwrite)
-    dst.mkdir(parents=True, exist_ok=True)
-    log(f"converting {cdir} ({source.format}, kind {spec.name}, {len(source.keys())} tensors) "
-        f"-> {dst} as {dtype_name}")
-    start, done, pending, pending_bytes = time.time(), 0, {}, 0
-    params_dir = dst / PARAMS_DIR
-    for i, m in enumerate(maps):
-        array = assemble(source, m, target)
-        pending[m.path] = array
-        pending_bytes += array.nbytes
-        done += array.nbytes
-        del array
-        if pending_bytes >= flush_bytes or i == len(maps) - 1:
-            partial.save(params_dir, nest(pending))
-            pending, pending_bytes = {}, 0
-            _release_memory()
-            log(f"  [{i + 1}/{len(maps)}] {'.'.join(m.path)}  {done / 1e9:.2f} GB written, "
-                f"{time.time() - start:.1f}s, peak RSS {peak_rss_gb():.2f} GB")
-    partial.finalize(params_dir)
-    source.close()
-    _copy_side_files(cdir, dst / HF_DIR)
-    save_config(config, dst)
+    try:
+        dtype_name = {v: k for k, v in NUMPY_DTYPES.items()}.get(np.dtype(target))
+        if dtype_name is None:
+            raise CheckpointError(f"{cdir}: weights are {target}; pass --dtype float32|bfloat16")
+        fields = {f.name for f in dataclasses.fields(config)}
+        config = dataclasses.replace(config, **{k: dtype_name for k in ("param_dtype", "dtype") if k in fields})
+        log(f"converting {cdir} ({source.format}, kind {spec.name}, {len(source.keys())} tensors) "
+            f"-> {dst} as {dtype_name}")
+        with staged_destination(dst, overwrite=overwrite, sources=[src]) as out:
+            start, done, pending, pending_bytes = time.time(), 0, {}, 0
+            params_dir = out / PARAMS_DIR
+            bad: dict[str, int] = {}
+            checksums: dict[str, dict] = {}
+            for i, m in enumerate(maps):
+                array = assemble(source, m, target)
+                checksums[".".join(m.path)] = scan_param(m, array, bad)
+                failing = bad and not allow_nonfinite   # keep scanning to list every bad tensor
+                if not failing:
+                    pending[m.path] = array
+                    pending_bytes += array.nbytes
+                    done += array.nbytes
+                del array
+                if not failing and (pending_bytes >= flush_bytes or i == len(maps) - 1) and pending:
+                    partial.save(params_dir, nest(pending))
+                    pending, pending_bytes = {}, 0
+                    _release_memory()
+                    log(f"  [{i + 1}/{len(maps)}] {'.'.join(m.path)}  {done / 1e9:.2f} GB written, "
+                        f"{time.time() - start:.1f}s, peak RSS {peak_rss_gb():.2f} GB")
+            if bad and not allow_nonfinite:
+                raise nonfinite_error(str(cdir), bad, f"nothing was written to {dst} (pass --allow-nonfinite "
+                                                      f"to convert anyway)")
+            if bad:
+                log(f"warning: {len(bad)} tensor(s) hold non-finite values (NaN/Inf), converted as they are "
+                    f"(--allow-nonfinite):\n{describe_nonfinite(bad)}")
+            partial.finalize(params_dir)
+            _copy_side_files(cdir, out / HF_DIR)
+            save_config(config, out)
+            write_checksums(out, checksums)
+    finally:
+        source.close()
     log(f"done in {time.time() - start:.1f}s, peak RSS {peak_rss_gb():.2f} GB")
     return config
 
@@ -359,24 +488,28 @@ def save_config(config, dst: Path) -> None:
 
 
 def export_to_hf(src, dst: str | Path, *, dtype: str | None = None,
-                 max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False,
+                 max_shard_bytes: int = 5 * 1024**3, overwrite: bool = False, allow_nonfinite: bool = False,
                  log: Callable[[str], None] = print, restore_bytes: int = 256 * 1024**2):
     """Write our checkpoint back as a HF directory with the reference key names and config.
 
     ``src``: a converted checkpoint, a training run folder or one training checkpoint (or an
     opened :class:`mmada_jax.checkpoints.Checkpoint`); the parameters are read through
-    :func:`mmada_jax.checkpoints.read_params`, a group of ~``restore_bytes`` at a time."""
+    :func:`mmada_jax.checkpoints.read_params`, a group of ~``restore_bytes`` at a time, each
+    parameter checked against its checksum and for NaN/Inf (unless ``allow_nonfinite``). Written
+    beside ``dst`` and swapped in at the end (see the module docstring)."""
     from .checkpoints import Checkpoint, open_checkpoint, read_params   # checkpoints imports this module
 
+    dst = Path(dst)
+    sources = [] if isinstance(src, Checkpoint) else [Path(src)]
+    check_destination(dst, overwrite, sources)
     ckpt = src if isinstance(src, Checkpoint) else open_checkpoint(src)
+    sources.append(ckpt.path)
+    check_destination(dst, overwrite, sources)
     if ckpt.format == "hf":
         raise CheckpointError(f"{ckpt.path}: already a Hugging Face checkpoint ({ckpt.kind}); --to-hf "
                               f"exports a converted checkpoint, a training run or a training checkpoint")
-    dst = Path(dst)
     config = ckpt.config
     spec = KINDS[config.kind]
-    _clear_destination(dst, overwrite)
-    out_dir = dst / spec.subfolder if spec.subfolder else dst
     maps = spec.param_maps(config)
     abstract = spec.abstract_params(config)
     np_dtype = NUMPY_DTYPES[dtype] if dtype else None
@@ -399,7 +532,7 @@ def export_to_hf(src, dst: str | Path, *, dtype: str | None = None,
     def tensors() -> Iterator[tuple[str, np.ndarray]]:
         for group in groups():
             target = nest({m.path: jax.ShapeDtypeStruct(abstract[m.path].shape, want) for m in group})
-            restored = flatten(read_params(ckpt, target, as_numpy=True))
+            restored = flatten(read_params(ckpt, target, as_numpy=True, allow_nonfinite=allow_nonfinite))
             for m in group:
                 array = restored.pop(m.path)
                 if m.stacked:
@@ -411,23 +544,35 @@ def export_to_hf(src, dst: str | Path, *, dtype: str | None = None,
             del restored
         yield from spec.buffers(config).items()
 
-    log(f"exporting {ckpt.path} ({ckpt.format}) -> {out_dir}")
-    names = write_safetensors_shards(out_dir, tensors(), max_shard_bytes, prefix=spec.weights_prefix)
-    side = ckpt.side_dir
-    if side is not None and side.is_dir():
-        _copy_side_files(side, out_dir, skip=("config.json",))
-    base = _read_json(side / "config.json") if side is not None and (side / "config.json").exists() else None
-    hf = spec.hf_config(config, base)
-    if "torch_dtype" in hf or base is None:
-        hf["torch_dtype"] = dtype or getattr(config, "param_dtype", "float32")
-    (out_dir / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
+    final_dir = dst / spec.subfolder if spec.subfolder else dst
+    log(f"exporting {ckpt.path} ({ckpt.format}) -> {final_dir}")
+    with staged_destination(dst, overwrite=overwrite, sources=sources) as out:
+        out_dir = out / spec.subfolder if spec.subfolder else out
+        names = write_safetensors_shards(out_dir, tensors(), max_shard_bytes, prefix=spec.weights_prefix)
+        side = ckpt.side_dir
+        if side is not None and side.is_dir():
+            _copy_side_files(side, out_dir, skip=("config.json",))
+        base = _read_json(side / "config.json") if side is not None and (side / "config.json").exists() else None
+        hf = spec.hf_config(config, base)
+        if "torch_dtype" in hf or base is None:
+            hf["torch_dtype"] = dtype or getattr(config, "param_dtype", "float32")
+        (out_dir / "config.json").write_text(json.dumps(hf, indent=2, sort_keys=True) + "\n")
     log(f"wrote {len(names)} safetensors file(s) and config.json")
-    return out_dir
+    return final_dir
 
 
-def params_from_hf(src: str | Path, *, kind: str | None = None, dtype: str | None = None):
-    """(config, {path: numpy array}) read from a HF directory in memory (no Orbax round trip)."""
-    _, _, config, source, maps, target = _open_checked(Path(src), kind, dtype)
-    params = {m.path: assemble(source, m, target) for m in maps}
-    source.close()
+def params_from_hf(src: str | Path, *, kind: str | None = None, dtype: str | None = None,
+                   allow_nonfinite: bool = False):
+    """(config, {path: numpy array}) read from a HF directory in memory (no Orbax round trip);
+    NaN/Inf values raise :class:`CheckpointError` listing the tensors unless ``allow_nonfinite``."""
+    _, cdir, config, source, maps, target = _open_checked(Path(src), kind, dtype)
+    try:
+        params, bad = {}, {}
+        for m in maps:
+            params[m.path] = assemble(source, m, target)
+            scan_param(m, params[m.path], bad, checksum=False)
+    finally:
+        source.close()
+    if bad and not allow_nonfinite:
+        raise nonfinite_error(str(cdir), bad, "pass allow_nonfinite=True to load it anyway")
     return config, params

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -111,9 +112,36 @@ class Kind:
     image_tokenizer: bool = False
 
 
+def _header_entry(path: Path, key: str, info: Any) -> tuple[tuple[int, ...], np.dtype, int, int]:
+    """(shape, dtype, begin, stop) of one safetensors header entry, every field checked."""
+    where = f"{path}: tensor {key!r}"
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: header entry is a {type(info).__name__}, not an object "
+                              f"with dtype, shape and data_offsets")
+    if "dtype" not in info:
+        raise CheckpointError(f"{where}: header entry has no 'dtype'")
+    dtype = SAFETENSORS_DTYPES.get(info["dtype"]) if isinstance(info["dtype"], str) else None
+    if dtype is None:
+        raise CheckpointError(f"{where} has unsupported dtype {info['dtype']!r}")
+    shape = info.get("shape")
+    if "shape" not in info:
+        raise CheckpointError(f"{where}: header entry has no 'shape'")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                              for n in shape):
+        raise CheckpointError(f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+    offsets = info.get("data_offsets")
+    if "data_offsets" not in info:
+        raise CheckpointError(f"{where}: header entry has no 'data_offsets'")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in offsets)
+            or offsets[0] > offsets[1]):
+        raise CheckpointError(f"{where}: 'data_offsets' must be [begin, end] byte offsets, got {offsets!r}")
+    return tuple(shape), np.dtype(dtype), offsets[0], offsets[1]
+
+
 def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype, int]]:
-    """{key: (shape, dtype, absolute byte offset)} from a safetensors header, checked against the
-    file size."""
+    """{key: (shape, dtype, absolute byte offset)} from a safetensors header, every entry checked
+    (dtype, shape, data_offsets) and checked against the file size."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
@@ -127,18 +155,17 @@ def _read_safetensors_header(path: Path) -> dict[str, tuple[tuple[int, ...], np.
             header = json.loads(fh.read(header_len))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read safetensors header: {e}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header: a JSON {type(header).__name__}, "
+                              f"not an object of tensors")
     out, end = {}, 0
     for key, info in header.items():
         if key == "__metadata__":
             continue
-        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
-        if dtype is None:
-            raise CheckpointError(f"{path}: tensor {key!r} has unsupported dtype {info.get('dtype')!r}")
-        begin, stop = info["data_offsets"]
-        shape = tuple(info["shape"])
-        if stop - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+        shape, dtype, begin, stop = _header_entry(path, key, info)
+        if stop - begin != int(np.prod(shape)) * dtype.itemsize:
             raise CheckpointError(f"{path}: tensor {key!r}: {stop - begin} bytes for shape {list(shape)}")
-        out[key] = (shape, np.dtype(dtype), 8 + header_len + begin)
+        out[key] = (shape, dtype, 8 + header_len + begin)
         end = max(end, stop)
     if 8 + header_len + end > size:
         raise CheckpointError(f"{path}: truncated safetensors file: the header needs "
@@ -324,6 +351,73 @@ def write_safetensors_shards(directory: str | Path, tensors: Iterable[tuple[str,
     index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
     (directory / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     return names
+
+
+# ------------------------------------------------------------------ integrity
+
+CHECKSUM_ALGORITHM = "crc32"
+MAX_LISTED = 20   # offending tensors named in one error message
+
+
+_EXPONENT_MASKS = {np.dtype(np.float32): (np.uint32, np.uint32(0x7F800000)),
+                   np.dtype(ml_dtypes.bfloat16): (np.uint16, np.uint16(0x7F80)),
+                   np.dtype(np.float16): (np.uint16, np.uint16(0x7C00)),
+                   np.dtype(np.float64): (np.uint64, np.uint64(0x7FF0000000000000))}
+
+
+def scan_array(array: np.ndarray, crc: int | None = 0,
+               chunk_elements: int = 1 << 24) -> tuple[int | None, int]:
+    """(CRC-32 of the array's C-order bytes, number of non-finite values), in one pass over
+    chunks of the flattened array (bounded temporary memory for multi-GB parameters).
+    ``crc``: the running CRC to continue (consecutive slices of one array chain into the CRC of
+    the whole); None: count the non-finite values only."""
+    flat = np.ascontiguousarray(array).reshape(-1)
+    bad = 0
+    exponent = _EXPONENT_MASKS.get(np.dtype(flat.dtype))   # all exponent bits set: NaN or Inf
+    floating = np.issubdtype(flat.dtype, np.floating) or flat.dtype == ml_dtypes.bfloat16
+    for start in range(0, max(flat.size, 1), chunk_elements):
+        part = flat[start:start + chunk_elements]
+        if crc is not None:
+            crc = zlib.crc32(part.view(np.uint8), crc)
+        if exponent is not None and part.size:
+            uint, mask = exponent
+            bad += int(np.count_nonzero((part.view(uint) & mask) == mask))
+        elif floating and part.size:
+            bad += int(part.size - np.count_nonzero(np.isfinite(part)))
+    return (None if crc is None else crc & 0xFFFFFFFF), bad
+
+
+def checksum_record(array, crc: int | None = None) -> dict:
+    """The checksum entry of one parameter: algorithm value, dtype and shape as saved. ``array``:
+    anything with shape and dtype when ``crc`` is given, else a numpy array (scanned here)."""
+    if crc is None:
+        crc = scan_array(np.asarray(array))[0]
+    return {CHECKSUM_ALGORITHM: int(crc), "dtype": np.dtype(array.dtype).name, "shape": list(array.shape)}
+
+
+def check_scanned(where: str, name: str, array, crc: int | None, bad: int, record: dict | None, *,
+                  allow_nonfinite: bool = False) -> None:
+    """Raise :class:`CheckpointError` (naming checkpoint ``where`` and parameter ``name``) when a
+    parameter read back (``array``: its shape and dtype; ``crc``, ``bad``: its CRC-32 and count of
+    non-finite values, see :func:`scan_array`) does not match its checksum ``record`` (None: not
+    recorded) or holds non-finite values (unless ``allow_nonfinite``)."""
+    if record is not None:
+        if (list(array.shape) != list(record.get("shape", array.shape))
+                or np.dtype(array.dtype).name != record.get("dtype", np.dtype(array.dtype).name)
+                or crc != record.get(CHECKSUM_ALGORITHM)):
+            raise CheckpointError(f"checkpoint {where}: parameter {name} does not match its checksum "
+                                  f"(the file is corrupted)")
+    if bad and not allow_nonfinite:
+        raise CheckpointError(f"checkpoint {where}: parameter {name} holds {bad} non-finite value(s) "
+                              f"(NaN/Inf); pass allow_nonfinite=True to load it anyway")
+
+
+def describe_nonfinite(bad: dict[str, int], what: str = "tensor") -> str:
+    """``"  - key: 3 non-finite value(s)"`` lines for at most :data:`MAX_LISTED` entries."""
+    lines = [f"  - {what} {k}: {n} non-finite value(s) (NaN/Inf)" for k, n in list(bad.items())[:MAX_LISTED]]
+    if len(bad) > MAX_LISTED:
+        lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
+    return "\n".join(lines)
 
 
 def iter_weight_files(directory: Path) -> Iterator[Path]:

@@ -9,28 +9,39 @@ repeated between the library, the application and the CLI.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 
-def setting(default: Any, help: str, *, aliases: Sequence[str] = (), choices: Sequence[Any] | None = None):
+def setting(default: Any, help: str, *, aliases: Sequence[str] = (), choices: Sequence[Any] | None = None,
+            minimum: float | None = None):
     """A settings field: ``default``; ``help`` for the CLI; ``aliases``: other flag names (the
-    reference's, e.g. ``--cfg_img``); ``choices``: the allowed values (checked on construction)."""
-    return dataclasses.field(default=default, metadata={"help": help, "aliases": tuple(aliases),
+    reference's, e.g. ``--cfg_img``); ``choices``: the allowed values; ``minimum``: the smallest
+    allowed value (both checked by :func:`check`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "aliases": tuple(aliases), "minimum": minimum,
                                                         "choices": None if choices is None else tuple(choices)})
 
 
-def check_choices(settings) -> None:
-    """ValueError naming the setting whose value is not one of its ``choices``."""
+def check(settings) -> None:
+    """ValueError naming the first setting that is out of range: not one of its ``choices``,
+    below its ``minimum``, a non-finite number; then the class's own ``check()`` (relations
+    between settings, e.g. image steps <= text steps)."""
     for f in dataclasses.fields(settings):
-        choices = f.metadata.get("choices")
         value = getattr(settings, f.name)
+        choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
         if choices is not None and value not in choices:
             raise ValueError(f"{f.name} must be one of {list(choices)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+        if minimum is not None and value is not None and value < minimum:
+            raise ValueError(f"{f.name} must be at least {minimum}, got {value!r}")
+    if hasattr(settings, "check"):
+        settings.check()
 
 
 def resolve(cls, settings=None, **overrides):
-    """``settings`` (default: ``cls()``) with ``overrides`` applied and its choices checked; an
-    unknown override is a TypeError naming it."""
+    """``settings`` (default: ``cls()``) with ``overrides`` applied and checked (:func:`check`);
+    an unknown override is a TypeError naming it."""
     settings = cls() if settings is None else settings
     if not isinstance(settings, cls):
         raise TypeError(f"expected {cls.__qualname__} settings, got {type(settings).__qualname__}")
@@ -39,5 +50,12 @@ def resolve(cls, settings=None, **overrides):
     if unknown:
         raise TypeError(f"unknown {cls.__qualname__} setting(s) {unknown}; known: {sorted(names)}")
     settings = dataclasses.replace(settings, **overrides)
-    check_choices(settings)
+    check(settings)
     return settings
+
+
+def image_steps_within_text_steps(settings) -> None:
+    """The joint samplers update the image on ``image_steps`` of their ``text_steps`` steps."""
+    if settings.image_steps > settings.text_steps:
+        raise ValueError(f"image_steps ({settings.image_steps}) cannot exceed text_steps ({settings.text_steps}): "
+                         f"the image is updated on some of the text steps")

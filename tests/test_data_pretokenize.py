@@ -25,8 +25,16 @@ NUM = 10
 def models():
     ckpt, vq_dir = golden_path("mmada_tiny"), golden_path("magvitv2_tiny")
     config = mmada_jax.load_config(ckpt)
-    return {"checkpoint": ckpt, "vq": vq_dir, "tokenizer": TOKENIZER,
-            "config": config, "tok": load_tokenizer(TOKENIZER, config), "vq_model": mmada_jax.load_vq(vq_dir)}
+    vq = mmada_jax.load_vq(vq_dir)
+    size = _vq_size(vq)   # pretokenize's default: the VQ's own image size
+    return {"checkpoint": ckpt, "vq": vq_dir, "tokenizer": TOKENIZER, "size": size,
+            "num_image_tokens": vq.num_tokens(size, size), "grid": list(vq.grid(size, size)),
+            "config": config, "tok": load_tokenizer(TOKENIZER, config), "vq_model": vq}
+
+
+def _vq_size(vq):
+    """Image side for a VQ: its configured ``image_size`` if it has one, else 4 x its downsampling."""
+    return int(getattr(vq.config, "image_size", None) or 4 * vq.downsample)
 
 
 def _kw(models):
@@ -34,9 +42,9 @@ def _kw(models):
 
 
 @pytest.fixture(scope="module")
-def source(tmp_path_factory):
+def source(models, tmp_path_factory):
     src = tmp_path_factory.mktemp("syn")
-    synthetic.write_dataset(src, NUM, seed=0, size=64, t2i_fraction=0.4)
+    synthetic.write_dataset(src, NUM, seed=0, size=models["size"], t2i_fraction=0.4)
     return src
 
 
@@ -64,7 +72,8 @@ def test_records_equal_encodings(models, source, written):
     meta = records.metadata(builder)
     assert records.describe(out) == {**meta, "splits": {"train": NUM}}
     tokens = models["config"].tokens
-    assert meta["text_len"] == TEXT_LEN and meta["num_image_tokens"] == 16 and meta["image_size"] == 64
+    assert meta["text_len"] == TEXT_LEN and meta["num_image_tokens"] == models["num_image_tokens"]
+    assert meta["image_size"] == models["size"] and meta["grid"] == models["grid"]
     assert (meta["bos_id"], meta["eos_id"]) == (tokens.bos_id, tokens.eos_id)
     src = builder.as_data_source("train")
     srcs = _lines(source / "examples.jsonl")
@@ -74,12 +83,12 @@ def test_records_equal_encodings(models, source, written):
     assert sum("input_image" not in s for s in srcs) >= 1 and sum("input_image" in s for s in srcs) >= 1
     # expected codes: every image (outputs, inputs, a black one) in one encode call
     paths = ([source / s["output_image"] for s in srcs]
-             + [source / s["input_image"] for s in srcs if "input_image" in s] + [_black(source)])
-    codes = dict(zip(paths, np.asarray(vq.encode(vq.load_images(paths, size=64)))))
+             + [source / s["input_image"] for s in srcs if "input_image" in s] + [_black(source, models["size"])])
+    codes = dict(zip(paths, np.asarray(vq.encode(vq.load_images(paths, size=models["size"])))))
     for rec, s in zip(src, srcs):
-        assert rec["input_image_codes"].dtype == np.int32 and rec["input_image_codes"].shape == (16,)
+        assert rec["input_image_codes"].dtype == np.int32 and rec["input_image_codes"].shape == (models["num_image_tokens"],)
         np.testing.assert_array_equal(rec["output_image_codes"], codes[source / s["output_image"]])
-        in_path = source / s["input_image"] if "input_image" in s else _black(source)
+        in_path = source / s["input_image"] if "input_image" in s else _black(source, models["size"])
         np.testing.assert_array_equal(rec["input_image_codes"], codes[in_path])
         assert bool(rec["has_input_image"]) == ("input_image" in s)
         assert bool(rec["has_instruction"]) == ("instruction" in s)
@@ -89,11 +98,11 @@ def test_records_equal_encodings(models, source, written):
         assert rec["reasoning_ids"].dtype == np.int32
 
 
-def _black(folder):
+def _black(folder, size):
     from PIL import Image
     path = folder / "black.png"
     if not path.exists():
-        Image.new("RGB", (64, 64)).save(path)
+        Image.new("RGB", (size, size)).save(path)
     return path
 
 
@@ -109,7 +118,7 @@ def test_readable_by_name_and_through_the_pipeline(models, written):
     batches = list(ds)
     assert len(batches) == NUM // 4
     b = batches[0]
-    assert b["input_text"].shape == (4, TEXT_LEN) and b["output_image_codes"].shape == (4, 16)
+    assert b["input_text"].shape == (4, TEXT_LEN) and b["output_image_codes"].shape == (4, models["num_image_tokens"])
     assert (b["output_text"][:, 0] == models["config"].tokens.bos_id).all()
 
 
@@ -200,26 +209,28 @@ def test_parallel_a_records_and_metadata(tmp_path):
     """A dimoo checkpoint: aMUSEd codes of the -A crop, the system prompt in the metadata, and a
     non-square image (whose -A crop is not square) reported bad by name."""
     from PIL import Image
+    ckpt, vq_dir = golden_path("dimoo_tiny"), golden_path("amused_vq_tiny")
+    vq = mmada_jax.load_vq(vq_dir)
+    size = _vq_size(vq)
     src = tmp_path / "src"
-    synthetic.write_dataset(src, 3, seed=0, size=64, t2i_fraction=0.0)
+    synthetic.write_dataset(src, 3, seed=0, size=size, t2i_fraction=0.0)
     lines = _lines(src / "examples.jsonl")
-    Image.new("RGB", (128, 40), "red").save(src / "images" / "wide.png")
+    Image.new("RGB", (2 * size, size * 5 // 8), "red").save(src / "images" / "wide.png")
     lines[1]["output_image"] = "images/wide.png"
     (src / "examples.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    ckpt, vq_dir = golden_path("dimoo_tiny"), golden_path("amused_vq_tiny")
     tokenizer = ROOT / "tests/fixtures/tiny_tokenizer_a"
     summary = pretokenize(src, tmp_path / "out", checkpoint=ckpt, vq=vq_dir, tokenizer=tokenizer, text_len=TEXT_LEN,
-                          image_size=64, system_prompt="Edit it.", log=lambda *_: None)
+                          image_size=size, system_prompt="Edit it.", log=lambda *_: None)
     assert summary.written == {"train": 2} and [b.id for b in summary.bad] == [lines[1]["id"]]
     assert "crops to" in summary.bad[0].reason and "wide.png" in summary.bad[0].reason
     meta = records.describe(tmp_path / "out")
     tok = load_tokenizer(tokenizer, mmada_jax.load_config(ckpt))
     assert meta["system_prompt"] == "Edit it." and meta["system_ids"] == tok.encode("Edit it.")
-    assert meta["model_kind"] == "dimoo" and meta["grid"] == [4, 4] and meta["num_image_tokens"] == 16
-    vq = mmada_jax.load_vq(vq_dir)
+    assert meta["model_kind"] == "dimoo" and meta["grid"] == list(vq.grid(size, size))
+    assert meta["num_image_tokens"] == vq.num_tokens(size, size) and meta["image_size"] == size
     source = records.open_pretokenized(tmp_path / "out").as_data_source("train")
     first = source[0]
-    pixels = vq.load_image(src / lines[0]["output_image"], size=64)
+    pixels = vq.load_image(src / lines[0]["output_image"], size=size)
     np.testing.assert_array_equal(first["output_image_codes"], np.asarray(vq.encode(pixels[None]))[0])
     with pytest.raises(ValueError, match="uses magvitv2"):
         pretokenize(src, tmp_path / "o2", checkpoint=golden_path("mmada_tiny"), vq=vq_dir, tokenizer=TOKENIZER,

@@ -95,7 +95,7 @@ def test_head_on_positions_and_vocab_slice():
     full = np.asarray(model(ids))
     t = config.tokens
     cols = (t.image_offset, t.image_offset + t.codebook_size)
-    pos = np.arange(5, 12)
+    pos = np.arange(min(5, ids.shape[1] - 1), min(12, ids.shape[1]))   # a window that fits the recorded length
     np.testing.assert_allclose(model(ids, positions=pos, vocab_range=cols), full[:, pos, cols[0]:cols[1]],
                                atol=1e-6, rtol=1e-6)
     per_row = np.stack([pos[::-1]] * ids.shape[0])

@@ -123,7 +123,7 @@ def test_parallel_a_end_to_end(tmp_path):
     """MMaDA-Parallel-A with the reference's flag names: PNG of --height x --width (the decoding
     of the recorded codes), text, record and trajectory GIF."""
     from mmada_jax.vq import load_vq
-    golden_path("dimoo_tiny")
+    from sample.__main__ import TINY_A
     out = _run("parallel", "--model", "a", *A_SMALL, "--cfg_scale", 1.0, "--cfg_img", 4.0, "--temperature", 1.0,
                "--text_temperature", 0.5, "--seed", 42, "--text_block_length", 8, "--trajectory",
                "--output_dir", tmp_path)
@@ -131,11 +131,12 @@ def test_parallel_a_end_to_end(tmp_path):
     assert "dimoo_tiny" in out.stdout and "ignored" in out.stdout and "steps/s" in out.stdout
     record = _check_outputs(tmp_path / "0000")
     assert record["task"] == "parallel_a" and record["image_steps"] == 4 and record["instruction_cfg"] == 1.0
-    assert (record["height"], record["width"]) == (64, 48) and len(record["image_codes"]) == 4 * 3
+    vq = load_vq(TINY_A["vq"])          # the VQ the CLI used by default
+    grid = vq.grid(record["height"], record["width"])
+    assert (record["height"], record["width"]) == (64, 48) and len(record["image_codes"]) == grid[0] * grid[1]
     png = np.asarray(Image.open(tmp_path / "0000/image.png"))
     assert png.shape == (64, 48, 3)
-    vq = load_vq(golden_path("amused_vq_tiny"))
-    decoded = vq.to_uint8(vq.decode(np.asarray([record["image_codes"]]), grid=(4, 3)))[0]
+    decoded = vq.to_uint8(vq.decode(np.asarray([record["image_codes"]]), grid=grid))[0]
     np.testing.assert_array_equal(png, decoded)
 
 
@@ -169,8 +170,12 @@ def test_parallel_a_bad_inputs(tmp_path):
     assert out.returncode == 2 and "--image: not for" in out.stderr
     out = _run("parallel", "--checkpoint", golden_path("dimoo_tiny"), "--model", "m", "--out", tmp_path)
     assert out.returncode == 2 and "'dimoo'" in out.stderr
-    out = _run("parallel", "--model", "a", *A_SMALL[:4], "--text_gen_length", 4000, "--out", tmp_path)
-    assert out.returncode == 2 and "max_sequence_length" in out.stderr and "Make the sky" in out.stderr
+    # past the config's max_sequence_length the sampler still runs (RoPE positions are computed for
+    # any length, as the reference rebuilds its table) and says so
+    out = _run("parallel", "--model", "a", *A_SMALL[:4], "--text_gen_length", 4000, "--text_steps", 2,
+               "--timesteps", 1, "--out", tmp_path / "long")
+    assert out.returncode == 0, out.stderr
+    assert "max_sequence_length" in out.stdout and "Make the sky" in out.stdout
 
 
 @pytest.mark.parametrize("image", [False, True])

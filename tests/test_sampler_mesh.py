@@ -78,6 +78,11 @@ def unsharded():
     return load_model(golden_path("mmada_tiny"))[0]
 
 
+def _text_bound(t) -> int:
+    """Plain text ids of the checkpoint's layout lie below every special id and the mask."""
+    return min(min(t.special.values()), t.mask_id)
+
+
 def _inputs(model, b: int, seed: int = 0):
     """(static, init carry, steps_xs, consts, randomness, exact) for a batch of ``b`` rows of
     left-padded prompts of different lengths."""
@@ -87,7 +92,7 @@ def _inputs(model, b: int, seed: int = 0):
     prefixes = np.full((G, b, PREFIX), t.pad_id, np.int32)
     for g in range(G):
         for row, n in enumerate(lengths):
-            prefixes[g, row, PREFIX - n:] = rng.integers(0, 120, n)
+            prefixes[g, row, PREFIX - n:] = rng.integers(0, _text_bound(t), n)
     x = np.concatenate([prefixes[0], np.full((b, OUT), t.mask_id, np.int32)], axis=1)
     real = (np.arange(PREFIX + OUT)[None] >= (PREFIX - lengths)[:, None]).astype(np.int32)
     consts = {"prefixes": prefixes, "attention_mask": real,
@@ -215,8 +220,9 @@ def test_parallel_sampler_on_a_mesh_equals_unsharded(unsharded):
     from mmada_jax.sampling.runner import compile_scan
     t = unsharded.config.tokens
     rng = np.random.default_rng(5)
-    rows = [rng.integers(0, 120, n) for n in (3, 7, 5, 4, 6, 3, 2, 8)]
+    rows = [rng.integers(0, _text_bound(t), n) for n in (3, 7, 5, 4, 6, 3, 2, 8)]
     unconds = [np.full(len(r), t.pad_id) for r in rows]
+    # 16 image tokens: a free choice of the sampler (any count fits the transformer)
     kw = dict(num_image_tokens=16, text_len=8, text_steps=8, image_steps=4, text_cfg=0.5, image_cfg=2.0,
               text_temperature=0.7, image_temperature=1.0, seed=jax.random.split(jax.random.key(9), 8))
     want = generate(unsharded, rows, unconds, **kw)

@@ -172,7 +172,11 @@ def test_bad_sampler_inputs(tiny):
         parallel_generate(tiny, cond, uncond[:-1], num_image_tokens=16, text_len=8, text_steps=8, image_steps=4)
     with pytest.raises(ValueError, match="text_guidance must be one of"):
         parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=8, text_guidance="plus")
-    with pytest.raises(ValueError, match="max_sequence_length"):
-        parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=5000)
+    with pytest.raises(ValueError, match="image_steps \\(9\\) cannot exceed text_steps \\(8\\)"):
+        parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=8, text_steps=8, image_steps=9)
+    with pytest.raises(ValueError, match="text_len must be at least 2"):
+        parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=1)
+    with pytest.raises(ValueError, match="image_cfg must be a finite number"):
+        parallel_generate(tiny, cond, uncond, num_image_tokens=16, text_len=8, image_cfg=float("nan"))
     with pytest.raises(ValueError, match="PRNG keys for a batch"):
         as_randomness(jax.random.split(jax.random.key(0), 2), batch=3)

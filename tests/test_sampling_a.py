@@ -44,6 +44,38 @@ def _layout(g) -> Layout:
                   len(g["input_ids"]) - text_end)
 
 
+def _input_image(g, tokens) -> np.ndarray:
+    """The run's input image as a [grid_h, grid_w] code array, its grid read from the recorded
+    sequence (README §7/§8: the input image sits inside the user turn, con_input_list = P[:-1] +
+    BOI (grid_w codes NEWLINE) x grid_h EOI + P[-1:], and the answer starts at image_start - 2)."""
+    image_start = int(g["params"][2])
+    block = np.asarray(g["input_ids"][len(g["uncon_image"]) - 1: image_start - 3])
+    assert block[0] == tokens["boi"] and block[-1] == tokens["eoi"], block
+    body = block[1:-1]
+    grid_h = int(np.sum(body == tokens["newline"]))
+    grid_w = int(np.argmax(body == tokens["newline"]))
+    rows = body.reshape(grid_h, grid_w + 1)
+    assert np.all(rows[:, -1] == tokens["newline"]), "an image row without its trailing NEWLINE"
+    codes = rows[:, :-1] - tokens.image_offset
+    np.testing.assert_array_equal(codes.ravel(), g["input_image_codes"])
+    return codes
+
+
+def test_input_image_grid_is_read_from_the_sequence():
+    """The grid reader above on hand-made non-square grids (wide, tall, one row/column)."""
+    from mmada_jax.config import dimoo_tokens
+    t = dimoo_tokens({"text_vocab_size": 404, "codebook_size": 64}, 125952)
+    rng = np.random.default_rng(0)
+    for grid in ((2, 3), (3, 2), (1, 5), (5, 1), (4, 4), (3, 7)):
+        codes = rng.integers(0, t.codebook_size, grid)
+        p = edit_prompt_from_ids(t, [16, 25], [46, 92, 7], codes, grid=(2, 5), text_len=6)
+        g = {"params": np.array([p.layout.text_start, p.layout.text_end, p.layout.image_start]),
+             "input_ids": p.full_input_ids, "uncon_image": p.uncon_input_image, "input_image_codes": codes.ravel()}
+        got = _input_image(g, t)
+        assert got.shape == grid
+        np.testing.assert_array_equal(got, codes)
+
+
 @pytest.mark.golden
 @pytest.mark.parametrize("run", RUNS)
 def test_ti2ti_replays_golden(model, run):
@@ -73,10 +105,9 @@ def test_ti2ti_replays_golden(model, run):
 def test_layout_of_the_sampler_inputs_is_prompting_a(model):
     g = load_npz(golden_path("samplers_a/ti2ti_readme.npz"))
     t = model.config.tokens
-    codes = g["input_image_codes"]
-    side = int(round(np.sqrt(codes.size)))
+    codes = _input_image(g, t)   # [grid_h, grid_w], the grid read from the recorded input_ids
     text_start, text_end, image_start, n, newline_every = (int(v) for v in g["params"][:5])
-    p = edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side),
+    p = edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes,
                              grid=(n // newline_every, newline_every), text_len=text_end - text_start)
     np.testing.assert_array_equal(p.full_input_ids, g["input_ids"])
     np.testing.assert_array_equal(p.uncon_input_text, g["uncon_text"])
@@ -114,18 +145,25 @@ def test_batch_of_prompts_equals_single_runs(model):
 
     g = load_npz(golden_path("samplers_a/ti2ti_readme.npz"))
     t = model.config.tokens
-    codes = g["input_image_codes"]
-    side = int(round(np.sqrt(codes.size)))
-    n, newline_every = (int(v) for v in g["params"][3:5])
+    codes = _input_image(g, t)   # [grid_h, grid_w], the grid read from the recorded input_ids
+    n, newline_every, steps = (int(v) for v in g["params"][3:6])
+    timesteps = int(g["params"][8])
     text_len = int(g["params"][1] - g["params"][0])
     kw = dict(grid=(n // newline_every, newline_every), text_len=text_len)
     rng = np.random.default_rng(0)
-    prompts = [edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes.reshape(side, side), **kw),
-               edit_prompt_from_ids(t, g["system_ids"], list(g["instruction_ids"]) + [5, 6, 7, 8, 9], codes.reshape(side, side), **kw),
-               edit_prompt_from_ids(t, g["system_ids"][:2], [], rng.integers(0, t.codebook_size, (2, 3)), **kw)]
+    prompts = [edit_prompt_from_ids(t, g["system_ids"], g["instruction_ids"], codes, **kw),
+               edit_prompt_from_ids(t, g["system_ids"], list(g["instruction_ids"]) + [5, 6, 7, 8, 9], codes, **kw)]
+    # a third row with a shorter system prompt, no instruction and a non-square input grid of
+    # another size; the first grid that gives a third prefix length is taken
+    lengths = {len(p.full_input_ids) for p in prompts}
+    for grid in ((2, 3), (3, 2), (1, 3), (3, 5), (5, 3), (2, 7)):
+        third = edit_prompt_from_ids(t, g["system_ids"][:2], [], rng.integers(0, t.codebook_size, grid), **kw)
+        if len(third.full_input_ids) not in lengths:
+            break
+    prompts.append(third)
     assert len({len(p.full_input_ids) for p in prompts}) == 3
-    settings = dict(text_len=text_len, text_steps=8, image_steps=4, image_temperature=1.0, text_temperature=0.5,
-                    instruction_cfg=1.5, image_cfg=2.0)
+    settings = dict(text_len=text_len, text_steps=steps, image_steps=timesteps, image_temperature=1.0,
+                    text_temperature=0.5, instruction_cfg=1.5, image_cfg=2.0)
     keys = jax.random.split(jax.random.key(7), len(prompts))
     batch = generate(model, prompts, seed=keys, return_trajectory=True, **settings)
     assert list(batch.pads) == [max(len(p.full_input_ids) for p in prompts) - len(p.full_input_ids) for p in prompts]

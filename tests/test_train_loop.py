@@ -24,11 +24,18 @@ TEXT_LEN = 512
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
+    from mmada_jax import load_vq
     root = tmp_path_factory.mktemp("sft")
-    write_dataset(root / "raw", 48, seed=1)
+    vq = load_vq(golden_path("magvitv2_tiny"))
+    write_dataset(root / "raw", 48, seed=1, size=_image_size(vq))   # pretokenize's default: the VQ's size
     pretokenize(root / "raw", root / "data", checkpoint=golden_path("mmada_tiny"), vq=golden_path("magvitv2_tiny"),
                 tokenizer=ROOT / "tests/fixtures/tiny_tokenizer", text_len=TEXT_LEN, log=lambda *_: None)
     return root / "data"
+
+
+def _image_size(vq) -> int:
+    """The VQ's configured image side, else 4 x its downsampling factor (a 4 x 4 grid)."""
+    return int(getattr(vq.config, "image_size", None) or 4 * vq.downsample)
 
 
 def _config(data_dir, out_dir, **kw):
@@ -106,13 +113,17 @@ def test_interrupted_save_leaves_the_last_checkpoint_usable(data_dir, tmp_path):
 def test_parallel_a_sft_runs_and_resumes(tmp_path):
     """MMaDA-Parallel-A through the same loop: -A pretokenize metadata, the -A objective, falling
     loss, bit-exact resume."""
+    from mmada_jax import load_vq
     from mmada_jax.data.records import describe
-    write_dataset(tmp_path / "raw", 24, seed=2)
+    vq = load_vq(golden_path("amused_vq_tiny"))
+    size = _image_size(vq)
+    write_dataset(tmp_path / "raw", 24, seed=2, size=size)
     pretokenize(tmp_path / "raw", tmp_path / "data", checkpoint=golden_path("dimoo_tiny"),
                 vq=golden_path("amused_vq_tiny"), tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a",
-                text_len=TEXT_LEN, image_size=64, log=lambda *_: None)
+                text_len=TEXT_LEN, image_size=size, log=lambda *_: None)
     meta = describe(tmp_path / "data")
-    assert meta["model_kind"] == "dimoo" and meta["grid"] == [4, 4] and len(meta["system_ids"]) == len(
+    assert meta["model_kind"] == "dimoo" and meta["grid"] == list(vq.grid(size, size))
+    assert meta["num_image_tokens"] == vq.num_tokens(size, size) and len(meta["system_ids"]) == len(
         meta["system_prompt"])   # the character-level tokenizer: one id per character
     kw = dict(checkpoint=str(golden_path("dimoo_tiny")), objective="parallel_a", b2=0.95,
               weight_decay=0.1, max_grad_norm=4.0, min_lr_scale=0.0)

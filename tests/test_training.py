@@ -15,6 +15,7 @@ from mmada_jax.training import TrainConfig
 from mmada_jax.training.objectives import DataLayout, make_objective
 from mmada_jax.training.step import batch_shardings, jit_train_step, lr_schedule, make_train_step, setup_state
 
+# N codes on a 4 x 4 grid: a free choice of the data layout (any grid fits the transformer)
 N, L = 16, 8
 
 
@@ -25,10 +26,14 @@ def _config(**kw):
     return TrainConfig(**base)
 
 
-def _batch(config, seed=0):
+def _batch(config, tokens, seed=0):
+    """A random batch in the checkpoint's id layout: codes below its codebook size, text framed by its
+    bos/eos with plain ids below every special id and the mask."""
     rng = np.random.default_rng(seed)
-    b, k = config.batch_size, 64
-    text = lambda: np.concatenate([np.full((b, 1), 128), rng.integers(0, 120, (b, L - 2)), np.full((b, 1), 129)], 1)
+    b, k = config.batch_size, tokens.codebook_size
+    hi = min(min(tokens.special.values()), tokens.mask_id)
+    text = lambda: np.concatenate([np.full((b, 1), tokens.bos_id), rng.integers(0, hi, (b, L - 2)),  # noqa: E731
+                                   np.full((b, 1), tokens.eos_id)], 1)
     batch = {"input_image_codes": rng.integers(0, k, (b, N)), "output_image_codes": rng.integers(0, k, (b, N)),
              "input_text": text(), "output_text": text(), "input_text_len": rng.integers(2, L + 1, b),
              "output_text_len": rng.integers(2, L + 1, b)}
@@ -43,7 +48,7 @@ def _run(config, mesh_spec, steps=2, corrupt=False):
     if corrupt:
         state["params"]["ff_out"] = state["params"]["ff_out"] * np.inf
     step = make_train_step(graphdef, config, make_objective(config, model_config, DataLayout(N, (4, 4))))
-    batch = _batch(config)
+    batch = _batch(config, model_config.tokens)
     b_shardings = batch_shardings(batch, mesh)
     with jax.set_mesh(mesh):
         fn = jit_train_step(step, shardings, b_shardings)

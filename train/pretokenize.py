@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="fraction of examples for a 'validation' split (default 0: all in 'train')")
     p.add_argument("--split-seed", type=int, default=42, help="seed of the train/validation split (default 42)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing dataset in OUT (the new one is swapped in only after success)")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
     args = p.parse_args(argv)
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                         on_bad=args.on_bad, batch_size=args.batch_size, val_fraction=args.val_fraction,
                         split_seed=args.split_seed, overwrite=args.overwrite, progress_every=args.progress_every)
     except BadExampleError as e:
-        print(f"error: stopped at {e} (--on-bad stop); see {args.out / 'bad_examples.jsonl'}", file=sys.stderr)
+        print(f"error: stopped at {e} (--on-bad stop); see {e.report_path or args.out / 'bad_examples.jsonl'}",
+              file=sys.stderr)
         return 1
     except (CheckpointError, ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

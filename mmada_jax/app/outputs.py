@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import textwrap
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -74,10 +77,13 @@ def frame_steps(num_steps: int, max_frames: int = 24) -> list[int]:
 
 
 def trajectory_frames(trajectory: np.ndarray, *, tokenizer, vq, tokens, image_positions=None, grid=None,
-                      text_positions=None, title: str = "", max_frames: int = 24) -> list[Image.Image]:
+                      text_positions=None, title: str = "", max_frames: int = 24,
+                      final_codes: np.ndarray | None = None) -> list[Image.Image]:
     """Frames of one sample's trajectory [S, L]: the image (codes at ``image_positions``, masked
     cells grey; all frames decoded in one call) beside the text at ``text_positions`` (all pieces
-    decoded in one call), at about ``max_frames`` steps, the last one always included."""
+    decoded in one call), at about ``max_frames`` steps, the last one always included. The last
+    frame shows ``final_codes`` when given: the sampler's output image, in which the cells its
+    last step left masked are filled (so the GIF ends on ``image.png``)."""
     steps = frame_steps(trajectory.shape[0], max_frames)
     pieces = {}
     if text_positions is not None:
@@ -86,6 +92,8 @@ def trajectory_frames(trajectory: np.ndarray, *, tokenizer, vq, tokens, image_po
         pieces = dict(zip(unique.tolist(), tokenizer.pieces(unique)))
     if image_positions is not None:
         region = trajectory[steps][:, np.asarray(image_positions)]
+        if final_codes is not None:
+            region[-1] = np.asarray(final_codes) + tokens.image_offset
         masked = region == tokens.mask_id
         codes = np.where(masked, 0, region - tokens.image_offset).clip(0, tokens.codebook_size - 1)
         pixels = vq.to_uint8(vq.decode(codes, grid=grid))
@@ -98,19 +106,70 @@ def trajectory_frames(trajectory: np.ndarray, *, tokenizer, vq, tokens, image_po
     return frames
 
 
+def prepare_output(out_dir, names: Sequence[str], *, overwrite: bool, bad: Sequence = ()) -> Path:
+    """Check the output folder before any work: it is a folder (made if missing), writable, and
+    holds nothing from an earlier run unless ``overwrite`` (which replaces same-named samples, each
+    only once its new files are complete, and leaves other entries alone). ``bad`` requests are
+    listed in ``bad_requests.jsonl``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write there ({e.strerror or e})") from None
+    earlier = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    if earlier and not overwrite:
+        clash = [n for n in names if n in earlier]
+        raise ValueError(f"--out {out} already holds {len(earlier)} entries of an earlier run "
+                         f"({', '.join((clash or earlier)[:5])}{' ...' if len(earlier) > 5 else ''}); choose another "
+                         f"--out or pass --overwrite (replaces the samples of the same names)")
+    if bad:
+        lines = [json.dumps({"error": str(b), "item": b.item}, default=str) for b in bad]
+        _replace(out / "bad_requests.jsonl", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+    return out
+
+
+def _replace(target: Path, write) -> None:
+    """``write(tmp)`` to a temporary path beside ``target``, then swap it in (an existing target is
+    removed only after the new one is complete)."""
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    try:
+        write(tmp)
+        if target.exists():
+            target.rename(old)
+        tmp.rename(target)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.is_dir():
+                shutil.rmtree(leftover)
+            elif leftover.exists():
+                leftover.unlink()
+
+
 def write_sample(directory: Path, record: dict, text: str, image_u8: np.ndarray | None = None,
                  frames: Sequence[Image.Image] | None = None) -> dict:
     """Write one sample's folder (``text.txt``, ``image.png``, ``trajectory.gif``, ``record.json``)
-    and return the record with the text and the written files added."""
-    directory.mkdir(parents=True, exist_ok=True)
+    and return the record with the text and the written files added. The folder is written beside
+    and swapped in when complete."""
     files = {"text": str(directory / "text.txt"), "record": str(directory / "record.json")}
-    (directory / "text.txt").write_text(text + "\n")
     if image_u8 is not None:
-        Image.fromarray(image_u8).save(directory / "image.png")
         files["image"] = str(directory / "image.png")
     if frames:
-        save_gif(frames, directory / "trajectory.gif")
         files["trajectory"] = str(directory / "trajectory.gif")
     record = dict(record, text=text, files=files)
-    (directory / "record.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / "text.txt").write_text(text + "\n")
+        if image_u8 is not None:
+            Image.fromarray(image_u8).save(tmp / "image.png")
+        if frames:
+            save_gif(frames, tmp / "trajectory.gif")
+        (tmp / "record.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+
+    _replace(directory, write)
     return record

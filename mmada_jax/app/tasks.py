@@ -34,9 +34,10 @@ from ..parallel_m import generate as generate_m
 from ..parallel_m import inference_prompt
 from ..sampling.runner import report_compiles
 from ..settings import setting
-from .outputs import trajectory_frames, write_sample
+from ..vq.image_io import ImageError, open_rgb
+from .outputs import prepare_output, trajectory_frames, write_sample
 from .pipeline import Pipeline
-from .requests import Request
+from .requests import BadRequest, BadRequests, Request, folder_names
 
 
 @dataclasses.dataclass
@@ -61,12 +62,36 @@ class Task:
     needs_image: bool | None = None            # True: every request needs an input image; False: none may
 
     def check(self, pipe: Pipeline, requests: Sequence[Request], settings, options) -> None:
-        """Raise ValueError for anything wrong with the requests or settings (before any sampling)."""
-        for r in requests:
-            if self.needs_image and r.image is None:
-                raise ValueError(f"request {r.name}: {self.name} needs an input image")
-            if self.needs_image is False and r.image is not None:
-                raise ValueError(f"request {r.name}: {self.name} takes no input image")
+        """Raise ValueError if the job cannot run with this pipeline, these requests as a whole and
+        these settings (each request alone: :meth:`request_errors`)."""
+
+    def prompt(self, pipe: Pipeline, request: Request, options) -> list[int]:
+        """The request's prompt ids that count against :meth:`budget`."""
+        return pipe.tokenizer.encode(request.prompt)
+
+    def budget(self, pipe: Pipeline, options) -> int | None:
+        """The most prompt ids a request may have (None: no budget)."""
+        return None
+
+    def request_errors(self, pipe: Pipeline, request: Request, options, truncate: bool) -> list[str]:
+        """What is wrong with one request, found before any weights are loaded: a missing or
+        unreadable input image, an image where none is taken, a prompt over its budget."""
+        errors = []
+        if self.needs_image and request.image is None:
+            errors.append(f"{self.name} needs an input image")
+        if self.needs_image is False and request.image is not None:
+            errors.append(f"{self.name} takes no input image")
+        if request.image is not None:
+            try:
+                open_rgb(request.image).close()
+            except ImageError as e:
+                errors.append(str(e))
+        budget = self.budget(pipe, options)
+        n = len(self.prompt(pipe, request, options))
+        if budget is not None and n > budget and not truncate:
+            errors.append(f"the prompt has {n} tokens, more than the budget of {budget} (raise the budget or "
+                          f"pass --truncate)")
+        return errors
 
     def steps(self, settings) -> int:
         raise NotImplementedError
@@ -75,8 +100,7 @@ class Task:
         """The output image's code grid (None: no output image)."""
         return None
 
-    def inputs(self, pipe: Pipeline, chunk: Sequence[Request], settings, options, *, seed: int, truncate: bool,
-               log) -> Any:
+    def inputs(self, pipe: Pipeline, chunk: Sequence[Request], settings, options, *, seed: int, log) -> Any:
         raise NotImplementedError
 
     def generate(self, pipe: Pipeline, inputs, settings, keys, trajectory: bool):
@@ -86,14 +110,22 @@ class Task:
         raise NotImplementedError
 
 
-def _fit(ids: list[int], budget: int, what: str, truncate: bool, log) -> list[int]:
-    if len(ids) <= budget:
+def _fit(task: Task, pipe: Pipeline, request: Request, options, log) -> list[int]:
+    """The request's prompt ids cut to the task's budget (over-long prompts reach here only with
+    --truncate: :meth:`Task.request_errors` stops them otherwise)."""
+    ids, budget = task.prompt(pipe, request, options), task.budget(pipe, options)
+    if budget is None or len(ids) <= budget:
         return ids
-    if not truncate:
-        raise ValueError(f"{what} has {len(ids)} tokens, more than the budget of {budget} "
-                         f"(raise the budget or pass --truncate)")
-    log(f"warning: {what} has {len(ids)} tokens; truncated to {budget}")
+    log(f"warning: prompt {request.name} has {len(ids)} tokens; truncated to {budget}")
     return ids[:budget]
+
+
+def _note_length(pipe: Pipeline, request: Request, length: int, log) -> None:
+    """The RoPE positions are computed for any length (as the reference rebuilds its table), so a
+    sequence longer than the config's ``max_sequence_length`` runs; it is past the trained context."""
+    if length > pipe.config.max_sequence_length:
+        log(f"note: request {request.name}: {length} tokens, longer than the model's max_sequence_length "
+            f"{pipe.config.max_sequence_length} (runs; RoPE positions are computed for any length)")
 
 
 def _square_grid(pipe: Pipeline, resolution: int | None) -> tuple[int, tuple[int, int]]:
@@ -140,12 +172,13 @@ class ParallelM(Task):
     def grid(self, pipe, o):
         return _square_grid(pipe, o.resolution)[1]
 
-    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+    def budget(self, pipe, o):
+        return o.max_prompt_tokens
+
+    def inputs(self, pipe, chunk, s, o, *, seed, log):
         size, grid = _square_grid(pipe, o.resolution)
         codes = _encode(pipe, [r.image for r in chunk], size)
-        pairs = [inference_prompt(pipe.config.tokens, c, _fit(pipe.tokenizer.encode(r.prompt), o.max_prompt_tokens,
-                                                              f"prompt {r.name}", truncate, log))
-                 for r, c in zip(chunk, codes)]
+        pairs = [inference_prompt(pipe.config.tokens, c, _fit(self, pipe, r, o, log)) for r, c in zip(chunk, codes)]
         return pairs, grid[0] * grid[1]
 
     def generate(self, pipe, inputs, s, keys, trajectory):
@@ -182,7 +215,6 @@ class ParallelA(Task):
 
     def check(self, pipe, requests, s, o):
         _check_a(pipe)
-        super().check(pipe, requests, s, o)
 
     def steps(self, s):
         return s.text_steps
@@ -190,7 +222,7 @@ class ParallelA(Task):
     def grid(self, pipe, o):
         return output_grid(o.height, o.width)
 
-    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+    def inputs(self, pipe, chunk, s, o, *, seed, log):
         t = pipe.config.tokens
         uncon = pipe.tokenizer.encode_prompt(turn_text(o.system_prompt, UNCONDITION))
         eoa = pipe.tokenizer.encode("</answer>")
@@ -199,11 +231,7 @@ class ParallelA(Task):
             codes = _input_codes_a(pipe, r.image, o.input_size, o.random_crop, seed)
             ids = pipe.tokenizer.encode_prompt(turn_text(o.system_prompt, r.prompt))
             p = edit_prompt(t, ids, uncon, codes, grid=self.grid(pipe, o), text_len=s.text_len, eoa_ids=eoa)
-            if len(p.full_input_ids) > pipe.config.max_sequence_length:
-                raise ValueError(f"request {r.name}: the sequence would have {len(p.full_input_ids)} tokens "
-                                 f"({len(ids)} prompt, {len(p.input_img_token)} input image), more than the "
-                                 f"model's max_sequence_length {pipe.config.max_sequence_length}; shorten the "
-                                 f"prompt or the text budget, or lower --input-size")
+            _note_length(pipe, r, len(p.full_input_ids), log)
             prompts.append((p, codes.shape))
         return prompts
 
@@ -244,7 +272,7 @@ class ImageA(Task):
     def grid(self, pipe, o):
         return output_grid(o.height, o.width)
 
-    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+    def inputs(self, pipe, chunk, s, o, *, seed, log):
         i2i = chunk[0].image is not None
         system = o.system_prompt or (EDIT_SYSTEM_PROMPT if i2i else T2I_SYSTEM_PROMPT)
         uncon = pipe.tokenizer.encode_prompt(turn_text(system, UNCONDITION))
@@ -253,6 +281,7 @@ class ImageA(Task):
             codes = _input_codes_a(pipe, r.image, o.input_size, o.random_crop, seed) if i2i else None
             ids = pipe.tokenizer.encode_prompt(turn_text(system, r.prompt))
             prompts.append(image_prompt(pipe.config.tokens, ids, uncon, grid=self.grid(pipe, o), input_image_codes=codes))
+            _note_length(pipe, r, len(prompts[-1].cond), log)
         return prompts, system
 
     def generate(self, pipe, inputs, s, keys, trajectory):
@@ -287,10 +316,12 @@ class T2I(Task):
     def grid(self, pipe, o):
         return _square_grid(pipe, o.resolution)[1]
 
-    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+    def budget(self, pipe, o):
+        return o.max_text_len - 2          # <|t2i|> ... with BOS and EOS
+
+    def inputs(self, pipe, chunk, s, o, *, seed, log):
         grid = self.grid(pipe, o)
-        texts = [_fit(pipe.tokenizer.encode(r.prompt), o.max_text_len - 2, f"prompt {r.name}", truncate, log)
-                 for r in chunk]
+        texts = [_fit(self, pipe, r, o, log) for r in chunk]
         layout = T2ILayout(o.max_text_len, grid[0] * grid[1])
         ids, _, uids, _ = t2i_gen_prompt(pipe.config.tokens, texts, layout.num_image_tokens, o.max_text_len)
         return ids, uids, layout
@@ -325,15 +356,20 @@ class Text(Task):
     def steps(self, s):
         return s.resolved().steps
 
-    def inputs(self, pipe, chunk, s, o, *, seed, truncate, log):
+    def prompt(self, pipe, request, o):
+        return pipe.tokenizer.chat(request.prompt, o.thinking)
+
+    def budget(self, pipe, o):
+        return o.max_prompt_tokens
+
+    def inputs(self, pipe, chunk, s, o, *, seed, log):
         if self.mmu:
             size, _ = _square_grid(pipe, o.resolution)
             pixels = pipe.vq.load_images([r.image for r in chunk], size=size)
             codes = np.asarray(pipe.vq.encode(pixels))
         prompts = []
         for i, r in enumerate(chunk):
-            chat = _fit(pipe.tokenizer.chat(r.prompt, o.thinking), o.max_prompt_tokens, f"prompt {r.name}",
-                        truncate, log)
+            chat = _fit(self, pipe, r, o, log)
             prompts.append(mmu_question(pipe.config.tokens, codes[i] + pipe.config.tokens.image_offset, chat)
                            if self.mmu else np.asarray(chat, np.int32))
         if len({len(p) for p in prompts}) > 1:
@@ -364,19 +400,47 @@ def row_keys(seed: int, start: int, count: int):
 
 def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, settings=None, options=None, *,
              batch_size: int = 1, seed: int = 0, trajectory: bool = False, truncate: bool = False,
-             log=print) -> list[dict]:
+             overwrite: bool = False, skip_bad: bool = False, bad: Sequence[BadRequest] = (), log=print) -> list[dict]:
     """Run ``requests`` through ``task`` in batches and write one folder per sample under
-    ``out_dir`` (named by the request's id, else its index). Returns the written records."""
+    ``out_dir`` (named by the request's id, else its position). Returns the written records.
+
+    Before any weights are loaded: the job and every request are checked (images readable,
+    prompts within budget) and ``out_dir`` is checked writable and free of earlier results (see
+    :func:`~mmada_jax.app.outputs.prepare_output`). Bad requests (those found here plus ``bad``,
+    e.g. unreadable lines of a prompts file) stop the run with one message listing them all,
+    or with ``skip_bad`` are listed in ``out_dir/bad_requests.jsonl`` and the others run. Each
+    batch's files are written as soon as it finishes."""
     settings = task.settings() if settings is None else settings
     options = task.options() if options is None else options
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"--seed must lie in [0, 2**32) (PRNG keys are made from 32-bit seeds), got {seed}")
     task.check(pipe, requests, settings, options)
+    bad = list(bad)
+    good = []
+    for r in requests:
+        errors = task.request_errors(pipe, r, options, truncate)
+        if errors:
+            where = f"line {r.line}" if r.line is not None else f"request {r.name}"
+            bad.append(BadRequest(f"{where}: {'; '.join(errors)}", dataclasses.asdict(r)))
+        else:
+            good.append(r)
+    if bad and not skip_bad:
+        raise BadRequests(bad, hint="\n(--skip-bad runs the good requests and lists these in the output folder)")
+    if not good:
+        raise ValueError("no request left to run")
+    requests = good
+    names = folder_names(requests)
+    prepare_output(out_dir, names, overwrite=overwrite, bad=bad)
     grid = task.grid(pipe, options)
     steps = task.steps(settings)
     log(f"{task.name}: {len(requests)} request(s), {steps} steps"
-        + (f", output grid {grid[0]}x{grid[1]} codes" if grid else ""))
+        + (f", output grid {grid[0]}x{grid[1]} codes" if grid else "")
+        + (f"; {len(bad)} bad request(s) skipped (bad_requests.jsonl)" if bad else ""))
     out_dir = Path(out_dir)
-    common = {"task": task.name, "seed": seed, **dataclasses.asdict(settings), **dataclasses.asdict(options),
-              **pipe.paths, "grid": list(grid) if grid else None}
+    common = {"task": task.name, "seed": seed, "truncate": truncate, **dataclasses.asdict(settings),
+              **dataclasses.asdict(options), **pipe.paths, "grid": list(grid) if grid else None}
     records, compile_seconds, done, start_time = [], [], 0, time.perf_counter()
 
     def on_compile(seconds):
@@ -387,7 +451,7 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
         for start in range(0, len(requests), batch_size):
             chunk = list(requests[start:start + batch_size])
             t0 = time.perf_counter()
-            inputs = task.inputs(pipe, chunk, settings, options, seed=seed, truncate=truncate, log=log)
+            inputs = task.inputs(pipe, chunk, settings, options, seed=seed, log=log)
             out = task.generate(pipe, inputs, settings, row_keys(seed, start, len(chunk)), trajectory)
             samples = task.samples(pipe, chunk, inputs, out, settings, options)
             coded = [i for i, smp in enumerate(samples) if smp.codes is not None]
@@ -398,15 +462,16 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
             for i, (r, smp) in enumerate(zip(chunk, samples)):
                 frames = None
                 if trajectory:
-                    frames = trajectory_frames(out.trajectory[:, i], tokenizer=pipe.tokenizer, vq=pipe.vq,
+                    vq = pipe.vq if smp.image_positions is not None else None
+                    frames = trajectory_frames(out.trajectory[:, i], tokenizer=pipe.tokenizer, vq=vq,
                                                tokens=pipe.config.tokens, image_positions=smp.image_positions,
-                                               grid=grid, text_positions=smp.text_positions,
-                                               title=task.name)
-                record = dict(common, **smp.record, row_key=start + i, prompt=r.prompt, input_image=r.image)
+                                               grid=grid, text_positions=smp.text_positions, title=task.name,
+                                               final_codes=smp.codes)
+                record = dict(common, **smp.record, id=r.id, row_key=start + i, prompt=r.prompt, input_image=r.image)
                 if smp.codes is not None:
                     record["image_codes"] = np.asarray(smp.codes).tolist()
                 image = images.get(i, smp.pixels_u8)
-                records.append(write_sample(out_dir / (r.id or f"{start + i:04d}"), record, smp.text, image, frames))
+                records.append(write_sample(out_dir / names[start + i], record, smp.text, image, frames))
             seconds = time.perf_counter() - t0 - sum(compile_seconds)   # the batch minus any compile in it
             compile_seconds.clear()
             done += len(chunk)

@@ -121,12 +121,20 @@ def token_ids(tokens=None, checkpoint: str | Path | None = None, meta: dict | No
 
 
 def load_split(data_dir: str | Path, split: str):
-    """(tfds ArrayRecord data source of ``split``, metadata dict)."""
+    """(tfds ArrayRecord data source of ``split``, metadata dict). The shards are checked first
+    (:func:`records.check_shards`: a damaged one is an error naming its file) and read errors of
+    the source name the shard (:class:`records.NamedShardSource`)."""
     builder = records.open_pretokenized(data_dir)
     splits = list(builder.info.splits.keys())
     if split not in splits:
         raise ValueError(f"{records.dataset_dir(data_dir)}: no split {split!r}; it has {splits}")
-    return builder.as_data_source(split), records.metadata(builder)
+    records.check_shards(builder, split)
+    try:
+        source = builder.as_data_source(split)
+    except Exception as e:  # noqa: BLE001 - name the folder
+        raise records.DatasetError(f"{records.dataset_dir(data_dir)}: cannot open split {split!r} "
+                                   f"({type(e).__name__}: {e})") from None
+    return records.NamedShardSource(source, records.shard_files(builder, split)), records.metadata(builder)
 
 
 def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int, text_len: int, seed: int,

@@ -31,6 +31,13 @@ reference does with its black 512x512 placeholder: real codes, not zeros). Bad e
 dropped silently: each is printed with its id and reason and appended to
 ``OUT/bad_examples.jsonl``; ``on_bad="skip"`` leaves it out, ``on_bad="stop"`` raises
 :class:`BadExampleError` (the CLI exits 1) and no dataset is left behind.
+
+Safe output: OUT must not be SRC, inside it or hold it. Everything is written to a temporary
+folder beside OUT (``.OUT.pretokenize-tmp-*``) and moved in only after success; ``overwrite``
+then replaces the previous run's outputs (the dataset folder, ``bad_examples.jsonl``,
+``summary.json``; other files in OUT are left alone). A failed run leaves OUT as it was; its
+bad-example list goes to ``OUT/bad_examples.jsonl`` when OUT held no previous output, else it stays
+in the temporary folder (the error names it).
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -52,7 +60,10 @@ ON_BAD = ("skip", "stop")
 
 
 class BadExampleError(RuntimeError):
-    """Raised with ``on_bad="stop"``: names the example id and the reason."""
+    """Raised with ``on_bad="stop"``: names the example id and the reason (``report_path``: the
+    list of bad examples, once the run has cleaned up)."""
+
+    report_path = None
 
     def __init__(self, bad: "BadExample"):
         super().__init__(bad.id, bad.reason)
@@ -63,10 +74,13 @@ class BadExampleError(RuntimeError):
 
 
 class NoExamplesError(ValueError):
-    """Every example of a split was bad: there is nothing to write."""
+    """Every example of a split was bad: there is nothing to write. ``report_path``: the list of
+    bad examples (set once the run has cleaned up)."""
+
+    report_path = None
 
     def __str__(self) -> str:   # (custom __str__: see BadExampleError)
-        return str(self.args[0])
+        return str(self.args[0]) + (f" (see {self.report_path})" if self.report_path else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,8 +360,7 @@ class _EncodeJob:
                 yield rec
             self.progress.update(len(batch))
         if self.written[split] == 0:
-            raise NoExamplesError(f"split {split!r}: none of its {len(examples)} examples could be encoded "
-                                  f"(see {self.report.path})")
+            raise NoExamplesError(f"split {split!r}: none of its {len(examples)} examples could be encoded")
 
 
 def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path, vq: str | Path,
@@ -381,6 +394,14 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     if on_bad not in ON_BAD:
         raise ValueError(f"--on-bad must be one of {ON_BAD}, got {on_bad!r}")
     jsonl = find_jsonl(src)
+    final_dir = Path(out_dir)
+    check_out_dir(src, final_dir)
+    ds_root = final_dir / records.DATASET_NAME
+    if ds_root.exists() and not overwrite:
+        raise FileExistsError(f"{final_dir} already holds a pretokenized dataset ({ds_root}); "
+                              f"pass --overwrite to replace it")
+    if final_dir.exists() and not final_dir.is_dir():
+        raise FileExistsError(f"{final_dir} exists and is not a folder")
     config = load_config(checkpoint)
     tok = load_tokenizer(tokenizer, config)
     vq_model = load_vq(vq)
@@ -396,23 +417,90 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     image_size = int(image_size or getattr(vq_model.config, "image_size", 512))
     vq_model.grid(image_size, image_size)   # raises unless a multiple of the downsampling factor
 
-    out_dir = Path(out_dir)
-    ds_root = out_dir / records.DATASET_NAME
-    if ds_root.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} already holds a pretokenized dataset ({ds_root}); "
-                                  f"pass --overwrite to replace it")
-        shutil.rmtree(ds_root)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    # everything is written to a temporary folder beside OUT and moved in only after success
+    out_dir = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.pretokenize-tmp-", dir=final_dir.parent))
+    try:
+        summary = _pretokenize_into(out_dir, final_dir, jsonl, tok, vq_model, config, tokens, dimoo, checkpoint,
+                                    vq, tokenizer, text_len, image_size, system_prompt, shard_size, on_bad,
+                                    batch_size, val_fraction, split_seed, progress_every, log, t0)
+    except BaseException as e:
+        report = _keep_report(out_dir, final_dir)
+        if report is not None and isinstance(e, (BadExampleError, NoExamplesError)):
+            e.report_path = report
+        raise
+    _swap_in(out_dir, final_dir)
+    summary.out_dir = str(final_dir)
+    (final_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
+    return summary
 
-    summary = Summary(out_dir=str(out_dir))
+
+#: what a pretokenize run writes into OUT (and all that --overwrite replaces there)
+OUTPUTS = (records.DATASET_NAME, "bad_examples.jsonl", "summary.json")
+
+
+def check_out_dir(src: str | Path, out_dir: str | Path) -> None:
+    """OUT must not be SRC, inside it, or hold it (``--overwrite`` would swap the source away)."""
+    s, o = Path(src).resolve(), Path(out_dir).resolve()
+    if o == s or s in o.parents or o in s.parents:
+        how = "is" if o == s else ("is inside" if s in o.parents else "contains")
+        raise ValueError(f"output folder {out_dir} {how} the source {src}; choose an output folder apart "
+                         f"from the source")
+
+
+def _swap_in(tmp: Path, final_dir: Path) -> None:
+    """Move the finished outputs of ``tmp`` into ``final_dir``, replacing the previous run's
+    (renamed aside first, deleted only once the new ones are in place); other files of
+    ``final_dir`` are left alone."""
+    final_dir.mkdir(parents=True, exist_ok=True)
+    old = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.pretokenize-old-", dir=final_dir.parent))
+    moved = []
+    try:
+        for name in OUTPUTS:
+            if (final_dir / name).exists():
+                (final_dir / name).rename(old / name)
+                moved.append(name)
+        for name in OUTPUTS:
+            if (tmp / name).exists():
+                (tmp / name).rename(final_dir / name)
+    except BaseException:
+        for name in moved:   # put the previous outputs back
+            if not (final_dir / name).exists():
+                (old / name).rename(final_dir / name)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_report(tmp: Path, final_dir: Path) -> Path | None:
+    """After a failed run: the bad-example list goes to ``final_dir`` when that holds no previous
+    output (a first run), else it stays in ``tmp`` (all else there is removed); its path."""
+    report = tmp / "bad_examples.jsonl"
+    if not report.exists() or report.stat().st_size == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return None
+    if not any((final_dir / name).exists() for name in OUTPUTS):
+        final_dir.mkdir(parents=True, exist_ok=True)
+        report.rename(final_dir / report.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        return final_dir / report.name
+    for child in tmp.iterdir():
+        if child != report:
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+    return report
+
+
+def _pretokenize_into(out_dir, final_dir, jsonl, tok, vq_model, config, tokens, dimoo, checkpoint, vq, tokenizer,
+                      text_len, image_size, system_prompt, shard_size, on_bad, batch_size, val_fraction,
+                      split_seed, progress_every, log, t0) -> Summary:
+    ds_root = out_dir / records.DATASET_NAME
+    summary = Summary(out_dir=str(final_dir))
     report = BadReporter(out_dir / "bad_examples.jsonl", on_bad, log)
     summary.bad = report.bad
-    (out_dir / "summary.json").unlink(missing_ok=True)
     good, summary.lines = read_examples(jsonl, tok.encode, text_len, report)
     log(f"pretokenize: {jsonl}: {summary.lines} examples, {len(good)} pass the checks, {len(report.bad)} bad")
     if not good:
-        raise ValueError(f"{jsonl}: no usable examples (see {report.path})")
+        raise NoExamplesError(f"{jsonl}: no usable examples (see the bad-example list)")
 
     splits = {"train": good}
     if val_fraction > 0 and len(good) >= 2:
@@ -462,7 +550,6 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     summary.written = dict(job.written)
     summary.seconds = time.perf_counter() - t0
     summary.encoded_per_second = progress.rate
-    (out_dir / "summary.json").write_text(json.dumps(summary.to_dict(), indent=1) + "\n")
     return summary
 
 

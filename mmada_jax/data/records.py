@@ -28,6 +28,7 @@ token-id layout adds it). ``metadata.json`` records how the data was made (``tex
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,42 @@ def dataset_dir(data_dir: str | Path) -> Path:
         f"write one with `python -m train.pretokenize SRC {data_dir} ...`)")
 
 
+class DatasetError(ValueError):
+    """A pretokenized folder that cannot be read: the message names the file (description, shard)."""
+
+
+#: the dataset description files tfds writes (metadata.json only when there is metadata)
+DESCRIPTION_FILES = ("dataset_info.json", "features.json", "metadata.json")
+
+
 def open_pretokenized(data_dir: str | Path):
-    """A read-only tfds builder over a pretokenized folder (needs no builder class, no TensorFlow)."""
+    """A read-only tfds builder over a pretokenized folder (needs no builder class, no TensorFlow).
+
+    A missing folder is a FileNotFoundError; an unreadable description file (``dataset_info.json``,
+    ``features.json``, ``metadata.json``) a :class:`DatasetError` naming it."""
     import tensorflow_datasets as tfds
+    if not Path(data_dir).exists():
+        raise FileNotFoundError(f"{data_dir}: no such folder, so no pretokenized dataset (write one with "
+                                f"`python -m train.pretokenize SRC {data_dir} ...`)")
+    if not Path(data_dir).is_dir():
+        raise DatasetError(f"{data_dir}: not a folder (pretokenized data: python -m train.pretokenize)")
     path = dataset_dir(data_dir)
-    builder = tfds.builder_from_directory(str(path))
-    keys = set(builder.info.features.keys())
+    for name in DESCRIPTION_FILES:
+        file = path / name
+        if name == "metadata.json" and not file.exists():
+            continue
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DatasetError(f"{file}: missing (an incomplete pretokenized dataset)") from None
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise DatasetError(f"{file}: corrupt dataset description ({type(e).__name__}: {e})") from None
+    try:
+        builder = tfds.builder_from_directory(str(path))
+        keys = set(builder.info.features.keys())
+    except Exception as e:  # noqa: BLE001 - tfds raises many kinds; name the files
+        raise DatasetError(f"{path}: cannot read the dataset description ({', '.join(DESCRIPTION_FILES)}): "
+                           f"{type(e).__name__}: {e}") from None
     if keys != set(RECORD_KEYS):
         raise ValueError(f"{path}: record features {sorted(keys)} are not the pretokenized SFT format "
                          f"{sorted(RECORD_KEYS)}")
@@ -95,3 +126,80 @@ def describe(data_dir: str | Path) -> dict:
     info = metadata(builder)
     info["splits"] = {name: int(s.num_examples) for name, s in builder.info.splits.items()}
     return info
+
+
+def shard_files(builder, split: str) -> list[tuple[Path, int]]:
+    """(path, number of records) of each ArrayRecord shard of ``split``, in order."""
+    info = builder.info.splits[split]
+    return [(Path(str(p)), int(n)) for p, n in zip(info.filepaths, info.shard_lengths)]
+
+
+def check_shards(builder, split: str) -> None:
+    """Open every shard of ``split`` and read its first and last record: a missing, empty,
+    truncated or corrupt shard (or one whose record count disagrees with ``dataset_info.json``)
+    is a :class:`DatasetError` naming the file. Cheap: two records per shard."""
+    from array_record.python import array_record_module
+    for path, expected in shard_files(builder, split):
+        if not path.is_file():
+            raise DatasetError(f"{path}: shard file missing (split {split!r} lists it in dataset_info.json)")
+        if path.stat().st_size == 0:
+            raise DatasetError(f"{path}: empty shard file (0 bytes; truncated or not written)")
+        reader = None
+        try:
+            reader = array_record_module.ArrayRecordReader(str(path), "readahead_buffer_size:0")
+            if not reader.ok():
+                reader.close()   # raises with the reader's reason
+                raise RuntimeError("unreadable")
+            count = reader.num_records()
+            if count != expected:
+                raise DatasetError(f"{path}: shard holds {count} records, dataset_info.json says {expected} "
+                                   f"(truncated or replaced?)")
+            if count:
+                reader.read([0])
+                reader.read([count - 1])
+        except DatasetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the reader raises RuntimeError with riegeli's reason
+            raise DatasetError(f"{path}: corrupt or truncated ArrayRecord shard ({e})") from None
+        finally:
+            if reader is not None:
+                try:
+                    reader.close()
+                except Exception:  # noqa: BLE001 - already reported
+                    pass
+
+
+class NamedShardSource:
+    """A tfds data source whose read errors name the shard file of the record (for grain)."""
+
+    def __init__(self, source, shards: list[tuple[Path, int]]):
+        self.source, self.shards = source, shards
+        self.starts = np.cumsum([0] + [n for _, n in shards])
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def _error(self, index: int, e: Exception) -> DatasetError:
+        i = int(np.searchsorted(self.starts, index, side="right")) - 1
+        if 0 <= i < len(self.shards):
+            where = f"{self.shards[i][0]}: record {index - int(self.starts[i])}"
+        else:
+            where = f"record {index}"
+        return DatasetError(f"{where}: cannot read ({type(e).__name__}: {e}); corrupt shard?")
+
+    def __getitem__(self, index):
+        try:
+            return self.source[index]
+        except (IndexError, KeyError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._error(int(index), e) from None
+
+    def __getitems__(self, indices):
+        try:
+            return self.source.__getitems__(indices)
+        except Exception:  # noqa: BLE001 - find the record that fails
+            return [self[i] for i in indices]
+
+    def __repr__(self) -> str:
+        return f"NamedShardSource({self.source!r})"

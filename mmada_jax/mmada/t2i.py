@@ -27,7 +27,7 @@ from .layout import T2ILayout
 class T2ISettings:
     """MMaDA text-to-image (defaults: the reference ``inference_t2i.py``)."""
 
-    steps: int = setting(15, "MaskGIT steps", aliases=["--timesteps"])
+    steps: int = setting(15, "MaskGIT steps", aliases=["--timesteps"], minimum=1)
     guidance: float = setting(3.5, "classifier-free guidance (1 + w)*cond - w*uncond", aliases=["--guidance_scale"])
     temperature: float = setting(1.0, "remasking temperature")
     temperature_mode: str = setting("compound", "the reference's compounding temperature, or MaskGIT's anneal",

@@ -29,11 +29,11 @@ from ..settings import resolve, setting
 class TextSettings:
     """LLaDA text generation (defaults: one block of 128 tokens in 128 steps, greedy)."""
 
-    gen_length: int = setting(128, "tokens to generate", aliases=["--gen_length"])
+    gen_length: int = setting(128, "tokens to generate", aliases=["--gen_length"], minimum=1)
     block_length: int | None = setting(None, "semi-autoregressive block length (default: gen_length, one "
-                                             "block)", aliases=["--block_length"])
+                                             "block)", aliases=["--block_length"], minimum=1)
     steps: int | None = setting(None, "denoising steps, a multiple of the number of blocks (default: "
-                                      "gen_length)")
+                                      "gen_length)", minimum=1)
     temperature: float = setting(0.0, "Gumbel noise scale of the argmax (0: greedy)")
     cfg: float = setting(0.0, "classifier-free guidance un + (cfg + 1)*(cond - un)", aliases=["--cfg_scale"])
     remasking: str = setting("low_confidence", "which masked slots are written each step",

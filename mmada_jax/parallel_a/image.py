@@ -42,7 +42,7 @@ from .prompts import ImagePrompt
 class ImageSettings:
     """Lumina-DiMOO image generation (defaults: DiMOO's)."""
 
-    steps: int = setting(64, "denoising steps", aliases=["--timesteps"])
+    steps: int = setting(64, "denoising steps", aliases=["--timesteps"], minimum=1)
     guidance: float | None = setting(None, "guidance towards the instruction (default 4.0 for text-to-image, "
                                            "2.5 for image-to-image)", aliases=["--cfg_scale", "--cfg-scale"])
     image_cfg: float = setting(4.0, "image-to-image: guidance towards the input image (against the "
@@ -132,8 +132,6 @@ def generate_image(model, prompts: ImagePrompt | Sequence[ImagePrompt], *, setti
     used = [g for g, w in enumerate((s.guidance, s.image_cfg)[:len(first.unconds)]) if w != 0]
     groups = [[p.cond for p in prompts]] + [[p.unconds[g] for p in prompts] for g in used]
     length = max(len(seq) for group in groups for seq in group)
-    if length > model.config.max_sequence_length:
-        raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
     t = model.config.tokens
     ta = first.answer.answer_len
     b = len(prompts)

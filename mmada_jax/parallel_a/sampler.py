@@ -43,7 +43,7 @@ from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, ca
                                exact_default, first_argmax, image_step_indices, left_padding, mask_ratio_schedule,
                                top_k_mask, unmask_by_confidence)
 from ..sampling.runner import run_scan
-from ..settings import resolve, setting
+from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout
 
 
@@ -51,9 +51,11 @@ from .layout import Layout
 class Settings:
     """MMaDA-Parallel-A sampling (defaults: the reference README command)."""
 
-    text_len: int = setting(256, "reasoning-text budget in tokens", aliases=["--text_gen_length"])
-    text_steps: int = setting(128, "denoising steps (one conditional forward each)", aliases=["--text_steps"])
-    image_steps: int = setting(64, "how many of the steps also update the image", aliases=["--timesteps"])
+    text_len: int = setting(256, "reasoning-text budget in tokens", aliases=["--text_gen_length"], minimum=1)
+    text_steps: int = setting(128, "denoising steps (one conditional forward each)", aliases=["--text_steps"],
+                              minimum=1)
+    image_steps: int = setting(64, "how many of the steps also update the image", aliases=["--timesteps"],
+                               minimum=1)
     instruction_cfg: float = setting(0.0, "image guidance towards the instruction (against the <uncondition> "
                                           "turn; inference.py's argparse has 2.5)", aliases=["--cfg_scale", "--cfg-scale"])
     image_cfg: float = setting(4.0, "image guidance towards the input image (against the image-free turn)",
@@ -69,6 +71,9 @@ class Settings:
                                          "vocabulary)")
     final_fill: str = setting("random", "the image token still masked at the end: a uniform random code "
                                         "(reference) or the last step's draw", choices=["random", "sampled"])
+
+    def check(self) -> None:
+        image_steps_within_text_steps(self)
 
     @property
     def run_uncond(self) -> bool:
@@ -240,8 +245,6 @@ def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed
     positions = layout.image_positions()
     if np.any(x[:, positions] == t["newline"]):
         raise ValueError("the layout's image positions hold NEWLINE tokens: the sequences do not follow the layout")
-    if length > model.config.max_sequence_length:
-        raise ValueError(f"sequence of {length} tokens exceeds max_sequence_length {model.config.max_sequence_length}")
 
     consts = dict(overlays)
     if pads is not None and np.any(pads):

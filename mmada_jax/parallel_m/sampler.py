@@ -30,7 +30,7 @@ from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_defau
                                unmask_by_confidence)
 from ..sampling.runner import run_scan
 from ..sequences import pad_rows
-from ..settings import resolve, setting
+from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout, output_init
 
 
@@ -38,9 +38,12 @@ from .layout import Layout, output_init
 class Settings:
     """MMaDA-Parallel-M sampling (defaults: the reference ``inference.py``, image guidance 4.0)."""
 
-    text_len: int = setting(256, "reasoning-text budget in tokens (BOS included)", aliases=["--text_gen_length"])
-    text_steps: int = setting(128, "denoising steps (one forward each)", aliases=["--text_steps"])
-    image_steps: int = setting(30, "how many of the steps also update the image", aliases=["--timesteps"])
+    text_len: int = setting(256, "reasoning-text budget in tokens (BOS included)", aliases=["--text_gen_length"],
+                            minimum=2)
+    text_steps: int = setting(128, "denoising steps (one forward each)", aliases=["--text_steps"],
+                              minimum=1)
+    image_steps: int = setting(30, "how many of the steps also update the image", aliases=["--timesteps"],
+                               minimum=1)
     text_cfg: float = setting(0.0, "text guidance (reference formula cond + s*(uncond - cond); inference.py "
                                    "used 2.5)")
     image_cfg: float = setting(4.0, "image guidance (1 + s)*cond - s*uncond", aliases=["--cfg_img"])
@@ -51,6 +54,9 @@ class Settings:
     remasking: str = setting("low_confidence", "which masked text slots are written each step",
                              choices=["low_confidence", "random"])
     schedule: str = setting("cosine", "image mask-ratio schedule (cosine, linear, powP)")
+
+    def check(self) -> None:
+        image_steps_within_text_steps(self)
 
 
 def _step(model, carry, xs, consts, rnd, st: Static):
@@ -140,16 +146,11 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settin
     for c, u in zip(cond_rows, uncond_rows):
         if len(c) != len(u):
             raise ValueError(f"a conditional input of length {len(c)} has an unconditional twin of length {len(u)}")
-    if s.text_len < 2:
-        raise ValueError(f"text_len must be at least 2 (BOS plus one token), got {s.text_len}")
     t = model.config.tokens
     cond = pad_rows(cond_rows, t.pad_id, side="left")
     uncond = pad_rows(uncond_rows, t.pad_id, side="left")
     b, lc = cond.shape
     layout = Layout(lc, num_image_tokens, s.text_len)
-    if layout.total > model.config.max_sequence_length:
-        raise ValueError(f"sequence of {layout.total} tokens exceeds max_sequence_length "
-                         f"{model.config.max_sequence_length}")
     x = np.concatenate([cond, np.tile(output_init(t, layout), (b, 1))], axis=1)
     pads = np.asarray([lc - len(r) for r in cond_rows], np.int32)
     consts = {"uncond": uncond}

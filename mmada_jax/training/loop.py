@@ -5,6 +5,12 @@ rate, the gradient norm, tokens/s, MFU (when the device's peak is known) and an 
 metrics go to ``out_dir/metrics.jsonl``. Checkpoints land in ``out_dir/checkpoints`` every
 ``save_every`` steps and at the end; a run restarted with the same ``out_dir`` resumes from the
 latest one, bit-exactly (same parameters, same data order, same random masks).
+
+Guards: the data (``data_dir``, checked, never written; or synthetic data generated into
+``out_dir/synthetic_data``) is opened before the model loads; an update whose loss or gradient
+norm is not finite is skipped (the step keeps the old state), and ``max_skipped_updates``
+consecutive skips stop the run with :class:`~.step.TrainingDiverged`; a checkpoint is written only
+when the parameters are finite and at least one update of this run was applied.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from ..sharding import make_mesh, parse_mesh
 from .checkpoint import RunCheckpoints, abstract_like
 from .config import TrainConfig
 from .objectives import DataLayout, make_objective, resolve
-from .step import batch_shardings, jit_train_step, make_train_step, peak_tflops, setup_state, train_flops
+from .step import (TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite, peak_tflops,
+                   setup_state, train_flops)
 
 
 def maybe_initialize_distributed() -> None:
@@ -56,6 +63,24 @@ def build_model(config: TrainConfig, mesh):
 def _stack_micro(batch: dict, accum: int, keys) -> dict:
     """The objective's ``keys`` of a batch, [B, ...] -> [accum, B / accum, ...]."""
     return {k: np.asarray(batch[k]).reshape((accum, -1) + np.asarray(batch[k]).shape[1:]) for k in keys}
+
+
+def _last_good(checkpoints: RunCheckpoints) -> str:
+    checkpoints.wait()
+    last = checkpoints.latest_step()
+    return (f"The last good checkpoint is step {last} in {checkpoints.directory}." if last is not None
+            else "No checkpoint was written.")
+
+
+def _diverged(config: TrainConfig, skipped: list, checkpoints: RunCheckpoints) -> str:
+    """The message of a run stopped for skipped updates: which steps, their loss and |g|."""
+    first, last = skipped[0][0], skipped[-1][0]
+    loss, gnorm = skipped[-1][1], skipped[-1][2]
+    why = (f"{len(skipped)} consecutive updates skipped (max_skipped_updates={config.max_skipped_updates})"
+           if len(skipped) >= config.max_skipped_updates else
+           f"every update of this run was skipped ({len(skipped)} of {len(skipped)})")
+    return (f"training diverged: {why}, steps {first}-{last}: the loss ({loss}) or the gradient norm ({gnorm}) "
+            f"is not finite; lower lr (now {config.lr}) or check the data. {_last_good(checkpoints)}")
 
 
 class _Meter:
@@ -94,6 +119,10 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     is_main = jax.process_index() == 0
     say = log if is_main else (lambda *_: None)
     out_dir = Path(config.out_dir)
+    if open_data is None:   # check (or generate) the data before the expensive model load
+        from .data import open_data as _open, prepare_data
+        data_dir = prepare_data(config, out_dir, say)
+        open_data = lambda c, tokens, o, lg: _open(c, tokens, o, lg, data_dir=data_dir)  # noqa: E731
     out_dir.mkdir(parents=True, exist_ok=True)
     mesh = make_mesh(parse_mesh(config.mesh) if config.mesh else None)
     say(f"devices {jax.device_count()} ({jax.devices()[0].device_kind}), processes {jax.process_count()}, "
@@ -103,8 +132,6 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     say(f"model: {model_config.num_params() / 1e6:.1f}M parameters ({model_config.kind}), objective "
         f"{resolve(config, model_config)}, params {config.param_dtype}, compute {config.dtype}, "
         f"remat {config.remat_policy}")
-    if open_data is None:
-        from .data import open_data
     iterator, meta = open_data(config, model_config.tokens, out_dir, say)
     objective = make_objective(config, model_config, DataLayout.from_metadata(meta))
 
@@ -121,6 +148,7 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     meter = _Meter(config, train_flops(model_config, objective.head_length, total_len), total_len, start, say)
     jitted = b_shardings = None
     rows = []
+    skipped_run, applied, skipped_total = [], 0, 0   # consecutive skipped steps; this process run's counts
     metrics_file = open(out_dir / "metrics.jsonl", "a") if is_main else None
     try:
         for step in range(start + 1, config.steps + 1):
@@ -135,18 +163,36 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
                 say(f"compiled the train step in {time.perf_counter() - t:.1f}s")
                 meter.window_t = time.perf_counter()
             state, metrics = jitted(state, batch)
-            row = meter.step(step, jax.device_get(metrics))
+            metrics = jax.device_get(metrics)
+            row = meter.step(step, metrics)
             if row:
                 rows.append(row)
                 if metrics_file:
                     metrics_file.write(json.dumps(row) + "\n")
                     metrics_file.flush()
+            if int(metrics["skipped"]):
+                skipped_total += 1
+                skipped_run.append((step, float(metrics["loss"]), float(metrics["grad_norm"])))
+                if len(skipped_run) >= config.max_skipped_updates:
+                    raise TrainingDiverged(_diverged(config, skipped_run, checkpoints))
+            else:
+                skipped_run, applied = [], applied + 1
             if step % config.save_every == 0 or step == config.steps:
+                if not applied:   # nothing new to save; a run that never applies an update fails
+                    if step == config.steps:
+                        raise TrainingDiverged(_diverged(config, skipped_run, checkpoints))
+                    say(f"step {step}: no checkpoint (no update of this run was applied yet)")
+                    continue
+                if not bool(params_finite(state["params"])):
+                    raise TrainingDiverged(f"step {step}: the parameters are not finite (an update with a finite "
+                                           f"loss and gradient norm overflowed: lr={config.lr} too large?); "
+                                           f"not saving them. {_last_good(checkpoints)}")
                 checkpoints.save(step, state, iterator, config.to_dict(), force=step == config.steps,
                                  model_config=model_config.to_dict())
     finally:
         checkpoints.close()
         if metrics_file:
             metrics_file.close()
-    say(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}")
+    skipped = f" ({skipped_total} update(s) skipped: non-finite loss or gradient norm)" if skipped_total else ""
+    say(f"done: {config.steps} steps{skipped}; checkpoints in {out_dir / 'checkpoints'}")
     return rows

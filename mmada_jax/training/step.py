@@ -6,7 +6,9 @@ saves and restores it onto any mesh. The step: per micro-batch, the objective
 micro)``, builds the noised sequences and returns the loss; average the gradients over
 micro-batches (a ``lax.scan``);
 clip by global norm, AdamW with warmup + cosine; if the loss or the gradient norm is not finite the
-update is skipped (parameters and optimizer state unchanged) and reported in the metrics.
+update is skipped (parameters and optimizer state unchanged) and reported in the metrics. The loop
+stops with :class:`TrainingDiverged` after ``max_skipped_updates`` consecutive skipped updates, and
+never saves parameters that are not finite (:func:`params_finite`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,18 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ..sharding import logical_to_spec, state_shardings
 from .config import TrainConfig
 from .objectives import Objective
+
+
+class TrainingDiverged(ValueError):
+    """Training cannot go on: too many consecutive skipped (non-finite) updates, no update applied
+    at all, or parameters that are not finite. Raised instead of saving a checkpoint."""
+
+
+@jax.jit
+def params_finite(params) -> jax.Array:
+    """True when every parameter is finite (a scalar bool on device)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def lr_schedule(config: TrainConfig) -> Callable[[jax.Array], jax.Array]:
