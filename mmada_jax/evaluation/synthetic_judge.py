@@ -1,0 +1,498 @@
+"""A programmatic judge for the synthetic shapes world (:mod:`mmada_jax.data.synthetic`).
+
+It scores one sample (reasoning text + image) with ParaBench's six metrics, 0..100 each, and
+``Overall`` = the mean of those that apply (Image Consistency only for items with an input).
+
+Benchmark item fields (one JSON line, built by :func:`benchmark_item`):
+
+``id``            the example id
+``category``      the edit task (``recolor``, ``remove``, ``add``, ``move``, ``background``,
+                  ``no_instruction``) or ``"generation"`` (``t2i`` and ``unconditional``)
+``task``          the synthetic task name (``t2i``/``unconditional`` for generation items)
+``instruction``   the instruction text, or None
+``input_image``   a path to the input PNG (relative to the judge's ``root``), or None; the judge
+                  uses ``input_scene`` and reads the image only when that is missing
+``input_scene``   ground truth: the input scene as a dict (:func:`scene_to_dict`), or None
+``output_scene``  ground truth: the correct output scene as a dict
+``reasoning``     the reference reasoning text (optional; unused by the judge)
+
+A scene dict is ``{"background": "white", "shapes": [{"cell": "top left", "kind": "circle",
+"color": "red"}, ...]}``; :func:`scene_from_dict` also accepts ``dataclasses.asdict(scene)``
+(shapes as ``[cell, kind, colour]`` lists).
+
+Slots: a scene is compared slot by slot, the background plus the four grid cells (a cell holds
+``(kind, colour)`` or is empty). The slots an edit *touches* are those where the ground-truth
+input and output scenes differ (none for ``no_instruction``: then every slot is checked).
+
+Metrics:
+
+* **Text Quality**: 100 when the text parses with the generator's reasoning templates (each scene
+  description must round-trip through ``Scene.describe()`` exactly, the instruction must match an
+  instruction template and the "what happens" sentence the same task's sentence). Otherwise
+  ``20 * [no mask markers] + 20 * (fraction of words in the world's vocabulary)``.
+* **Text Alignment**: the fraction of slots where the result scene the text states (the last scene
+  description, when the text does not parse strictly) equals the ground-truth output scene. For
+  ``unconditional`` items (no request): 100 if the stated scene is a valid scene of the world.
+* **Image Consistency** (items with an input): the fraction of untouched slots whose recognised
+  content in the output image equals the input scene.
+* **Image Alignment**: the fraction of touched slots (all slots for generation items and
+  ``no_instruction``) where the recognised image equals the ground-truth output. For
+  ``unconditional`` items: 100 if the recognised image is a valid, unambiguous scene.
+* **Image Quality**: the fraction of slots recognised unambiguously (see :func:`recognize`).
+* **Output Alignment**: the fraction of slots where the recognised image equals the scene the text
+  states (0 when the text states no scene).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import string
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmada_jax.data import synthetic as syn
+from mmada_jax.evaluation.judges import METRICS, overall
+
+SLOTS = ("background",) + syn.CELLS
+DEFAULT_MASK_MARKERS = ("<|mdm_mask|>", "_")
+UNKNOWN = "?"
+
+
+# ----------------------------------------------------------------------------- scenes <-> dicts
+
+def scene_to_dict(scene: syn.Scene | None) -> dict | None:
+    if scene is None:
+        return None
+    return {"background": scene.background,
+            "shapes": [{"cell": c, "kind": k, "color": col} for c, k, col in scene.shapes]}
+
+
+def scene_from_dict(d: dict | None) -> syn.Scene | None:
+    if d is None:
+        return None
+    shapes = {}
+    for s in d["shapes"]:
+        cell, kind, color = (s["cell"], s["kind"], s["color"]) if isinstance(s, dict) else s
+        shapes[cell] = (kind, color)
+    return syn.Scene(d["background"], ()).with_shapes(shapes)
+
+
+def scene_slots(scene: syn.Scene) -> dict[str, Any]:
+    """``{"background": name, cell: (kind, colour) or None}``."""
+    cells = scene.by_cell()
+    return {"background": scene.background, **{c: cells.get(c) for c in syn.CELLS}}
+
+
+def valid_scene(scene: syn.Scene) -> bool:
+    """A scene the world can hold: known names, distinct cells, distinct (kind, colour) pairs."""
+    if scene.background not in syn.BACKGROUNDS:
+        return False
+    cells = [c for c, _, _ in scene.shapes]
+    combos = [(k, col) for _, k, col in scene.shapes]
+    return (all(c in syn.CELLS for c in cells) and all(k in syn.SHAPES and col in syn.COLORS for k, col in combos)
+            and len(set(cells)) == len(cells) and len(set(combos)) == len(combos))
+
+
+def benchmark_item(ex: syn.SyntheticExample, image_dir: str = "images") -> dict:
+    """The benchmark line of a synthetic example, ground truth included (see the module docstring)."""
+    category = "generation" if ex.task in ("t2i", "unconditional") else ex.task
+    return {
+        "id": ex.id, "category": category, "task": ex.task, "instruction": ex.instruction,
+        "input_image": f"{image_dir}/{ex.id}_in.png" if ex.input_image is not None else None,
+        "input_scene": scene_to_dict(ex.input_scene), "output_scene": scene_to_dict(ex.output_scene),
+        "reasoning": ex.reasoning,
+    }
+
+
+# ----------------------------------------------------------------------------- text parsing
+
+def _alt(words) -> str:
+    return "(?:" + "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True)) + ")"
+
+
+_COLOR, _BG, _SHAPE, _CELL = _alt(syn.COLORS), _alt(syn.BACKGROUNDS), _alt(syn.SHAPES), _alt(syn.CELLS)
+_ITEM = rf"an? {_COLOR} {_SHAPE} in the {_CELL}"
+_DESC = rf"(?:nothing|{_ITEM}(?:, {_ITEM})*(?: and {_ITEM})?) on an? {_BG} background"
+_ITEM_RE = re.compile(rf"an? ({_COLOR}) ({_SHAPE}) in the ({_CELL})")
+_DESC_RE = re.compile(r"\b" + _DESC)
+_DESC_TAIL_RE = re.compile(rf"^(.*) on an? ({_BG}) background$")
+
+_FIELD = {"color": _COLOR, "new": _COLOR, "new_color": _COLOR, "shape": _SHAPE, "new_shape": _SHAPE,
+          "cell": _CELL, "bg": _BG, "scene": _DESC}
+
+
+def _template_regex(template: str) -> str:
+    out = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        out.append(re.escape(literal))
+        if field is not None:
+            out.append(f"(?P<{field}>{_FIELD[field]})")
+    return "".join(out)
+
+
+_INSTRUCTION_RES = {task: [re.compile(_template_regex(t)) for t in temps]
+                    for task, temps in syn.TEMPLATES.items() if task in syn.EDIT_TASKS}
+_WHAT_RES = {
+    "background": re.compile(rf"Only the background changes from (?P<old>{_BG}) to (?P<bg>{_BG}); "
+                             r"the shapes stay where they are\."),
+    "add": re.compile(rf"The (?P<cell>{_CELL}) is empty, so an? (?P<new_color>{_COLOR}) (?P<new_shape>{_SHAPE}) "
+                      r"is drawn there; nothing else changes\."),
+    "recolor": re.compile(rf"The (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) is in the (?P<cell>{_CELL}); it keeps "
+                          rf"its shape and place and becomes (?P<new>{_COLOR})\. Everything else stays the same\."),
+    "remove": re.compile(rf"The (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) is in the (?P<cell>{_CELL}); it is removed "
+                         rf"and the (?P<bg>{_BG}) background shows there\. Everything else stays the same\."),
+    "move": re.compile(rf"The (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) is in the (?P<cell>{_CELL}); it moves to "
+                       rf"the empty (?P<target>{_CELL})\. Everything else stays the same\."),
+}
+_FORMS = {
+    "edit": re.compile(rf"The input image shows (?P<inp>{_DESC})\. The instruction is: (?P<instr>.+?) "
+                       rf"(?P<what>(?:The|Only) .+) The edited image shows (?P<out>{_DESC})\."),
+    "t2i": re.compile(rf"There is no input image, so I draw a new one\. The request asks for (?P<req>{_DESC})\. "
+                      rf"The image shows (?P<out>{_DESC})\."),
+    "no_instruction": re.compile(rf"The input image shows (?P<inp>{_DESC})\. No edit is requested, so the image "
+                                 rf"stays unchanged: it shows (?P<out>{_DESC})\."),
+    "unconditional": re.compile(rf"There is no input image and no instruction\. I draw (?P<out>{_DESC})\."),
+}
+_VOCAB = None
+
+
+def _vocab() -> set[str]:
+    global _VOCAB
+    if _VOCAB is None:
+        texts = [t for temps in syn.TEMPLATES.values() for t in temps] + [r.pattern for r in _WHAT_RES.values()]
+        texts += [r.pattern for r in _FORMS.values()] + list(syn.COLORS) + list(syn.BACKGROUNDS)
+        texts += list(syn.SHAPES) + list(syn.CELLS) + ["a", "an", "nothing", "and", "on", "background"]
+        _VOCAB = {w for t in texts for w in re.findall(r"[a-z]+", t.lower())}
+    return _VOCAB
+
+
+def parse_description(desc: str) -> syn.Scene | None:
+    """The scene of a ``Scene.describe()`` string, or None unless it round-trips exactly."""
+    m = _DESC_TAIL_RE.match(desc)
+    if m is None:
+        return None
+    shapes = [(cell, kind, color) for color, kind, cell in _ITEM_RE.findall(m.group(1))]
+    cells = {c: (k, col) for c, k, col in shapes}
+    if len(cells) != len(shapes):
+        return None
+    scene = syn.Scene(m.group(2), ()).with_shapes(cells)
+    if scene.describe() != desc or not valid_scene(scene):
+        return None
+    return scene
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedReasoning:
+    form: str                       # "edit", "t2i", "no_instruction", "unconditional"
+    task: str | None                # the edit task of the stated instruction (edit form only)
+    input_scene: syn.Scene | None   # the input the text states (edit / no_instruction)
+    instruction: str | None         # the instruction the text quotes (edit form only)
+    output_scene: syn.Scene         # the result the text states
+
+
+def parse_reasoning(text: str) -> ParsedReasoning | None:
+    """Parse a reasoning text written with the generator's templates; None if it is not one."""
+    text = text.strip()
+    for form, rx in _FORMS.items():
+        m = rx.fullmatch(text)
+        if m is None:
+            continue
+        out = parse_description(m.group("out"))
+        if out is None:
+            return None
+        if form == "unconditional":
+            return ParsedReasoning(form, None, None, None, out)
+        if form == "t2i":
+            return ParsedReasoning(form, None, None, None, out) if parse_description(m.group("req")) == out else None
+        inp = parse_description(m.group("inp"))
+        if inp is None:
+            return None
+        if form == "no_instruction":
+            return ParsedReasoning(form, None, inp, None, out) if inp == out else None
+        instr, what = m.group("instr"), m.group("what")
+        for task, rxs in _INSTRUCTION_RES.items():
+            if any(r.fullmatch(instr) for r in rxs) and _WHAT_RES[task].fullmatch(what):
+                return ParsedReasoning(form, task, inp, instr, out)
+        return None
+    return None
+
+
+def stated_scene(text: str) -> syn.Scene | None:
+    """The result scene a (possibly malformed) text states: the last well-formed scene description."""
+    parsed = parse_reasoning(text)
+    if parsed is not None:
+        return parsed.output_scene
+    for m in reversed(list(_DESC_RE.finditer(text))):
+        # a description match may start inside a longer one: try the longest ending here first
+        scene = parse_description(m.group(0))
+        if scene is not None:
+            return scene
+    return None
+
+
+# ----------------------------------------------------------------------------- image recognition
+
+COLOR_THRESHOLD = 60.0        # max RGB distance from a measured colour to its palette / background name
+EXPLAIN_THRESHOLD = 48.0      # max distance of a pixel from the bg..fg colour segment to count as explained
+UNEXPLAINED_MAX = 0.05        # max fraction of unexplained pixels in a cell
+FRAME_UNEXPLAINED_MAX = 0.1   # max fraction of background-frame pixels farther than EXPLAIN_THRESHOLD from it
+EMPTY_MAX = 0.03              # a cell whose shape mask is under this fraction of the cell is empty
+SPECK_MAX = 0.01              # ... and is ambiguous if more than this fraction is not background
+# shape prototypes in (fill ratio = mask area / bounding box area, taper = (mean width of the bottom
+# third of the box - mean width of the top third) / box width): what render() draws
+KIND_FEATURES = {"square": (1.0, 0.0), "circle": (float(np.pi / 4), 0.0), "triangle": (0.5, 2 / 3)}
+KIND_TOLERANCE = 0.2          # max feature distance to the nearest prototype
+KIND_MARGIN = 0.04            # min lead of the nearest prototype over the second
+
+
+def load_image(image, root: str | Path | None = None) -> np.ndarray:
+    """uint8 [H, W, 3] from an array (uint8, or float in [0, 1]) or an image path."""
+    if isinstance(image, (str, Path)):
+        from PIL import Image
+        path = Path(image)
+        if root is not None and not path.is_absolute():
+            path = Path(root) / path
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(np.round(arr), 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=-1)
+    if arr.ndim != 3 or arr.shape[-1] < 3:
+        raise ValueError(f"expected an [H, W, 3] image, got shape {arr.shape}")
+    return arr[..., :3]
+
+
+def _nearest(rgb: np.ndarray, palette: dict[str, tuple[int, int, int]]) -> tuple[str, float]:
+    names = list(palette)
+    d = np.linalg.norm(np.asarray([palette[n] for n in names], np.float64) - rgb, axis=-1)
+    i = int(np.argmin(d))
+    return names[i], float(d[i])
+
+
+def _segment_distance(px: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance of each pixel [N, 3] from the RGB segment a..b (blends of the two colours)."""
+    ab = b - a
+    den = float(ab @ ab)
+    t = np.clip((px - a) @ ab / den, 0.0, 1.0) if den > 0 else np.zeros(len(px))
+    return np.linalg.norm(px - (a + t[:, None] * ab), axis=-1)
+
+
+def _denoise(mask: np.ndarray) -> np.ndarray:
+    """Drop mask pixels with fewer than 2 mask neighbours (3x3)."""
+    p = np.pad(mask.astype(np.int32), 1)
+    h, w = mask.shape
+    n = sum(p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)) - mask
+    return mask & (n >= 2)
+
+
+def _classify(box: np.ndarray) -> tuple[str, float, tuple[float, float]]:
+    """The kind of a shape mask cropped to its bounding box: (kind or "?", distance, features)."""
+    bh, bw = box.shape
+    ratio = float(box.mean())
+    widths = box.sum(axis=1) / bw
+    third = max(1, bh // 3)
+    taper = float(widths[-third:].mean() - widths[:third].mean())
+    d = {k: float(np.hypot(ratio - r, taper - t)) for k, (r, t) in KIND_FEATURES.items()}
+    first, second = sorted(d, key=d.get)[:2]
+    ok = d[first] <= KIND_TOLERANCE and d[second] - d[first] >= KIND_MARGIN
+    return (first if ok else UNKNOWN), d[first], (ratio, taper)
+
+
+@dataclasses.dataclass
+class Recognition:
+    """A scene recovered from pixels: ``slots`` (unknown parts as ``"?"``), which slots are
+    ambiguous and why, and the measured shape fill ratios by cell."""
+
+    slots: dict[str, Any]
+    ambiguous: dict[str, str]
+    ratios: dict[str, float]
+
+    def scene(self) -> syn.Scene | None:
+        """The recognised scene, or None if any slot is unknown."""
+        if any(v == UNKNOWN or (isinstance(v, tuple) and UNKNOWN in v) for v in self.slots.values()):
+            return None
+        return syn.Scene(self.slots["background"], ()).with_shapes(
+            {c: v for c, v in self.slots.items() if c != "background" and v is not None})
+
+
+def recognize(image, root: str | Path | None = None) -> Recognition:
+    """Recover the scene of an image of the synthetic world (any size, robust to mild noise and blur).
+
+    Background: the median colour of a frame along the border and the two mid lines (where no shape
+    is drawn), named by the nearest background colour. Per cell: pixels farther than
+    ``EXPLAIN_THRESHOLD`` from the measured background are shape candidates; their median colour
+    names the shape's palette colour; the shape mask is the pixels closer to that colour than to the
+    background (isolated pixels dropped); the kind is the nearest prototype in (fill ratio = mask
+    area / bounding-box area, taper = bottom-third minus top-third mean width): square (1, 0),
+    circle (pi/4, 0), triangle (1/2, 2/3). A slot is ambiguous when a colour is farther than
+    ``COLOR_THRESHOLD`` from its name, more than ``UNEXPLAINED_MAX`` of its pixels (the frame:
+    ``FRAME_UNEXPLAINED_MAX``) are not blends of the background and the shape colour, the shape
+    features are farther than ``KIND_TOLERANCE`` from every prototype (or within ``KIND_MARGIN`` of
+    two), or the shape touches the cell's edge. Meant for images of at least 32 pixels (the 16-pixel
+    render already has shapes touching the cell edges).
+    """
+    img = load_image(image, root).astype(np.float64)
+    h, w, _ = img.shape
+    fw = max(1, int(round(0.04 * min(h, w))))
+    frame = np.zeros((h, w), bool)
+    frame[:fw], frame[-fw:], frame[:, :fw], frame[:, -fw:] = True, True, True, True
+    frame[h // 2 - fw:h // 2 + fw] = True
+    frame[:, w // 2 - fw:w // 2 + fw] = True
+    fpx = img[frame]
+    bg_rgb = np.median(fpx, axis=0)
+    bg_name, bg_d = _nearest(bg_rgb, syn.BACKGROUNDS)
+    slots: dict[str, Any] = {}
+    ambiguous: dict[str, str] = {}
+    ratios: dict[str, float] = {}
+    bad = float(np.mean(np.linalg.norm(fpx - bg_rgb, axis=-1) > EXPLAIN_THRESHOLD))
+    slots["background"] = bg_name if bg_d <= COLOR_THRESHOLD else UNKNOWN
+    if bg_d > COLOR_THRESHOLD:
+        ambiguous["background"] = f"background colour {bg_rgb.round().tolist()} is {bg_d:.0f} from {bg_name}"
+    elif bad > FRAME_UNEXPLAINED_MAX:
+        ambiguous["background"] = f"{bad:.0%} of the background frame is not {bg_name}"
+    for idx, cell in enumerate(syn.CELLS):
+        row, col = divmod(idx, 2)
+        r0, r1 = row * h // 2, (row + 1) * h // 2
+        c0, c1 = col * w // 2, (col + 1) * w // 2
+        px = img[r0:r1, c0:c1]
+        ch, cw = px.shape[:2]
+        flat = px.reshape(-1, 3)
+        cand = np.linalg.norm(flat - bg_rgb, axis=-1) > EXPLAIN_THRESHOLD
+        if cand.mean() < EMPTY_MAX:
+            # an empty cell shows the background: unknown if the background is not one of the world's
+            slots[cell] = None if slots["background"] != UNKNOWN else UNKNOWN
+            if slots[cell] == UNKNOWN:
+                ambiguous[cell] = "plain, but not a background colour of the world"
+            elif cand.mean() > SPECK_MAX:
+                ambiguous[cell] = f"{cand.mean():.1%} stray non-background pixels"
+            continue
+        # the shape colour: the median of the candidates farthest from the background (the interior,
+        # not the blended edge)
+        dist = np.linalg.norm(flat[cand] - bg_rgb, axis=-1)
+        fg_rgb = np.median(flat[cand][dist >= np.median(dist)], axis=0)
+        color, cd = _nearest(fg_rgb, syn.COLORS)
+        mask = (np.linalg.norm(flat - fg_rgb, axis=-1) < np.linalg.norm(flat - bg_rgb, axis=-1)).reshape(ch, cw)
+        mask = _denoise(mask)
+        if mask.mean() < EMPTY_MAX:
+            slots[cell] = None
+            ambiguous[cell] = f"{cand.mean():.0%} scattered non-background pixels"
+            continue
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        kind, _, features = _classify(mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        ratios[cell] = features[0]
+        unexplained = float(np.mean(_segment_distance(flat, bg_rgb, fg_rgb) > EXPLAIN_THRESHOLD))
+        reasons = []
+        if cd > COLOR_THRESHOLD:
+            reasons.append(f"colour {fg_rgb.round().tolist()} is {cd:.0f} from {color}")
+        if unexplained > UNEXPLAINED_MAX:
+            reasons.append(f"{unexplained:.0%} of the pixels are neither background nor the shape colour")
+        if kind == UNKNOWN:
+            reasons.append(f"fill ratio {features[0]:.2f} and taper {features[1]:.2f} fit no one shape")
+        if rows[0] == 0 or cols[0] == 0 or rows[-1] == ch - 1 or cols[-1] == cw - 1:
+            reasons.append("the shape touches the cell edge")
+        slots[cell] = (kind, color if cd <= COLOR_THRESHOLD else UNKNOWN)
+        if reasons:
+            ambiguous[cell] = "; ".join(reasons)
+    return Recognition(slots, ambiguous, ratios)
+
+
+# ----------------------------------------------------------------------------- the judge
+
+def _fmt(v) -> str:
+    if v is None:
+        return "empty"
+    return " ".join(v) if isinstance(v, tuple) else str(v)
+
+
+def _compare(got: dict, want: dict, slots) -> tuple[float, str]:
+    slots = list(slots)
+    wrong = [s for s in slots if got[s] != want[s]]
+    score = 100.0 * (len(slots) - len(wrong)) / len(slots)
+    if not wrong:
+        return score, f"all {len(slots)} checked slots match ({', '.join(slots)})"
+    return score, "; ".join(f"{s}: {_fmt(got[s])} instead of {_fmt(want[s])}" for s in wrong)
+
+
+class SyntheticJudge:
+    """Scores a sample of the synthetic shapes world (see the module docstring for the metrics).
+
+    ``mask_markers``: substrings that mark an unfilled (masked) position of the text.
+    ``root``: the folder relative image paths are resolved against.
+    """
+
+    metrics = METRICS
+
+    def __init__(self, mask_markers=DEFAULT_MASK_MARKERS, root: str | Path | None = None):
+        self.mask_markers = tuple(mask_markers)
+        self.root = root
+
+    def text_quality(self, text: str) -> tuple[float, str]:
+        masks = sum(text.count(m) for m in self.mask_markers if m)
+        parsed = parse_reasoning(text) if masks == 0 else None
+        if parsed is not None:
+            return 100.0, f"a well-formed {parsed.form} reasoning"
+        words = re.findall(r"[A-Za-z]+", text)
+        known = sum(w.lower() in _vocab() for w in words) / len(words) if words else 0.0
+        score = 20.0 * (masks == 0) + 20.0 * known
+        why = [f"{masks} mask markers left"] if masks else []
+        why.append(f"does not parse with the reasoning templates; {known:.0%} of the words are in the vocabulary")
+        return score, "; ".join(why)
+
+    def score(self, item: dict, text: str, image) -> dict:
+        task = item.get("task") or item.get("category")
+        gt_out = scene_from_dict(item["output_scene"])
+        gt_in = scene_from_dict(item.get("input_scene"))
+        if gt_in is None and item.get("input_image") is not None:   # no ground truth: read the input image
+            gt_in = recognize(item["input_image"], self.root).scene()
+        want = scene_slots(gt_out)
+        scores: dict[str, float] = {}
+        reasons: dict[str, str] = {}
+
+        scores["Text Quality"], reasons["Text Quality"] = self.text_quality(text)
+
+        stated = stated_scene(text)
+        if stated is None:
+            scores["Text Alignment"], reasons["Text Alignment"] = 0.0, "the text states no result scene"
+        elif task == "unconditional":
+            ok = valid_scene(stated) and 1 <= len(stated.shapes) <= 3
+            scores["Text Alignment"] = 100.0 * ok
+            reasons["Text Alignment"] = "a valid scene" if ok else "not a valid scene of the world"
+        else:
+            scores["Text Alignment"], reasons["Text Alignment"] = _compare(scene_slots(stated), want, SLOTS)
+
+        rec = recognize(image, self.root)
+        touched = [s for s in SLOTS if gt_in is not None and scene_slots(gt_in)[s] != want[s]]
+        if gt_in is not None:
+            untouched = [s for s in SLOTS if s not in touched]
+            scores["Image Consistency"], reasons["Image Consistency"] = _compare(
+                rec.slots, scene_slots(gt_in), untouched)
+
+        if task == "unconditional":
+            scene = rec.scene()
+            ok = scene is not None and not rec.ambiguous and valid_scene(scene) and 1 <= len(scene.shapes) <= 3
+            scores["Image Alignment"] = 100.0 * ok
+            reasons["Image Alignment"] = "a valid scene" if ok else "not a valid, unambiguous scene of the world"
+        else:
+            scores["Image Alignment"], reasons["Image Alignment"] = _compare(rec.slots, want, touched or SLOTS)
+
+        clear = [s for s in SLOTS if s not in rec.ambiguous]
+        scores["Image Quality"] = 100.0 * len(clear) / len(SLOTS)
+        reasons["Image Quality"] = ("every slot recognised unambiguously" if not rec.ambiguous else
+                                    "; ".join(f"{s}: {r}" for s, r in rec.ambiguous.items()))
+
+        if stated is None:
+            scores["Output Alignment"], reasons["Output Alignment"] = 0.0, "the text states no scene to compare"
+        else:
+            scores["Output Alignment"], reasons["Output Alignment"] = _compare(rec.slots, scene_slots(stated), SLOTS)
+
+        scores["Overall"] = overall(scores)
+        reasons["Overall"] = f"mean of {len(scores) - 1} metrics"
+        return {"scores": scores, "reasons": reasons}
