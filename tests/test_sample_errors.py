@@ -58,6 +58,7 @@ ROWS = [
      "image_steps (9) cannot exceed text_steps (4)", 2),
     ("text budget 1", {}, ["--text-len", "1"], "text_len must be at least 2", 2),
     ("nan guidance", {}, ["--image-cfg", "nan"], "image_cfg must be a finite number", 2),
+    ("zero resolution", {}, ["--resolution", "0"], "resolution must be at least 16", 2),
     ("seed over 2^32", {}, ["--seed", str(2**64)], "--seed must lie in [0, 2**32)", 2),
     ("negative seed", {}, ["--seed", "-1"], "--seed must lie in", 2),
     ("out is a file", {"file.txt": [b"x"]}, ["--out", "{tmp}/file.txt"], "exists and is not a folder", 2),

@@ -157,8 +157,8 @@ def _check_a(pipe: Pipeline) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class ParallelMOptions:
-    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)")
-    max_prompt_tokens: int = setting(256, "instruction budget in tokens")
+    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)", minimum=16)
+    max_prompt_tokens: int = setting(256, "instruction budget in tokens", minimum=1)
 
 
 class ParallelM(Task):
@@ -196,11 +196,11 @@ class ParallelM(Task):
 
 @dataclasses.dataclass(frozen=True)
 class ParallelAOptions:
-    height: int = setting(512, "output height in pixels")
-    width: int = setting(512, "output width in pixels")
+    height: int = setting(512, "output height in pixels", minimum=16)
+    width: int = setting(512, "output width in pixels", minimum=16)
     system_prompt: str = setting(EDIT_SYSTEM_PROMPT, "the system turn (default: the reference's editing prompt)")
     input_size: int = setting(512, "the input image is cropped to about this size squared, keeping its "
-                                   "aspect-ratio bucket")
+                                   "aspect-ratio bucket", minimum=16)
     random_crop: bool = setting(False, "draw the crop offset from Python's random seeded with --seed, as the "
                                        "reference (default: centred)")
     text_block_length: int = setting(32, "accepted and ignored, as by the reference", aliases=["--text_block_length"])
@@ -247,11 +247,11 @@ class ParallelA(Task):
 
 @dataclasses.dataclass(frozen=True)
 class ImageAOptions:
-    height: int = setting(1024, "output height in pixels")
-    width: int = setting(1024, "output width in pixels")
+    height: int = setting(1024, "output height in pixels", minimum=16)
+    width: int = setting(1024, "output width in pixels", minimum=16)
     system_prompt: str | None = setting(None, "the system turn (default: DiMOO's text-to-image prompt, or the "
                                               "editing prompt for image-to-image)")
-    input_size: int = setting(512, "image-to-image: the input is cropped to about this size squared")
+    input_size: int = setting(512, "image-to-image: the input is cropped to about this size squared", minimum=16)
     random_crop: bool = setting(False, "image-to-image: random crop offset seeded with --seed (default: centred)")
 
 
@@ -301,8 +301,8 @@ class ImageA(Task):
 
 @dataclasses.dataclass(frozen=True)
 class T2IOptions:
-    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)")
-    max_text_len: int = setting(128, "text prefix length (the reference's M)")
+    resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)", minimum=16)
+    max_text_len: int = setting(128, "text prefix length (the reference's M)", minimum=3)
 
 
 class T2I(Task):
@@ -338,9 +338,9 @@ class T2I(Task):
 
 @dataclasses.dataclass(frozen=True)
 class TextOptions:
-    resolution: int | None = setting(None, "mmu: input image side in pixels (default: the VQ's, 512)")
+    resolution: int | None = setting(None, "mmu: input image side in pixels (default: the VQ's, 512)", minimum=16)
     thinking: bool = setting(False, "prepend the <think> instruction")
-    max_prompt_tokens: int = setting(512, "prompt budget in tokens")
+    max_prompt_tokens: int = setting(512, "prompt budget in tokens", minimum=1)
 
 
 class Text(Task):
