@@ -1,7 +1,11 @@
 """python -m train.synthetic OUT_DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
+python -m train.synthetic --benchmark DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
 
 Write a synthetic simple-shapes editing dataset (OUT_DIR/examples.jsonl + OUT_DIR/images/*.png);
-see mmada_jax.data.synthetic.
+see mmada_jax.data.synthetic. With --benchmark: an evaluation benchmark instead
+(DIR/benchmark.jsonl, one item with its ground-truth scenes per line, see
+mmada_jax.evaluation.synthetic_judge, and the input images DIR/images/*_in.png) for
+`python -m evaluate --benchmark DIR/benchmark.jsonl --judge synthetic`.
 """
 
 from __future__ import annotations
@@ -12,25 +16,57 @@ import time
 from pathlib import Path
 
 
+def write_benchmark(out_dir: str | Path, num: int, seed: int = 0, size: int = 64,
+                    t2i_fraction: float = 0.1) -> Path:
+    """Write ``num`` benchmark items to ``out_dir/benchmark.jsonl`` and their input images to
+    ``out_dir/images/``; returns the JSONL path."""
+    import json
+
+    from PIL import Image
+
+    from mmada_jax.data.synthetic import make_example
+    from mmada_jax.evaluation.synthetic_judge import benchmark_item
+    if num < 0:
+        raise ValueError(f"--num must be >= 0, got {num}")
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    path = out_dir / "benchmark.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(num):
+            ex = make_example(seed, i, size, t2i_fraction)
+            item = benchmark_item(ex, image_dir="images")
+            if item["input_image"] is not None:
+                Image.fromarray(ex.input_image).save(out_dir / item["input_image"])
+            f.write(json.dumps(item) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.synthetic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out_dir", type=Path, help="output folder")
+    p.add_argument("out_dir", type=Path, nargs="?", help="output folder (the training dataset)")
+    p.add_argument("--benchmark", type=Path, metavar="DIR", help="write an evaluation benchmark to DIR instead")
     p.add_argument("--num", type=int, required=True, help="number of examples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--t2i-fraction", type=float, default=0.1,
                    help="fraction of examples without input image and/or instruction (default 0.1)")
     args = p.parse_args(argv)
+    if (args.out_dir is None) == (args.benchmark is None):
+        p.error("give either OUT_DIR (a training dataset) or --benchmark DIR")
     from mmada_jax.data.synthetic import write_dataset
     t0 = time.perf_counter()
     try:
-        path = write_dataset(args.out_dir, args.num, seed=args.seed, size=args.size,
-                             t2i_fraction=args.t2i_fraction)
+        if args.benchmark is not None:
+            path = write_benchmark(args.benchmark, args.num, seed=args.seed, size=args.size,
+                                   t2i_fraction=args.t2i_fraction)
+        else:
+            path = write_dataset(args.out_dir, args.num, seed=args.seed, size=args.size,
+                                 t2i_fraction=args.t2i_fraction)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.num} examples to {path} in {time.perf_counter() - t0:.1f} s")
+    print(f"wrote {args.num} {'benchmark items' if args.benchmark else 'examples'} to {path} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""python -m evaluate: sample a benchmark, judge the samples, summarise (see mmada_jax.evaluation.run)."""
