@@ -14,8 +14,7 @@ from pathlib import Path
 
 
 def parse(argv=None) -> argparse.Namespace:
-    from mmada_jax.app.cli import add_settings
-    from sample.__main__ import _tasks
+    from mmada_jax.app.cli import add_settings, subcommand_tasks
     p = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", type=Path, required=True, help="benchmark JSONL (input images relative to it)")
@@ -31,7 +30,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
-    add_settings(p, _tasks("parallel"))
+    add_settings(p, subcommand_tasks("parallel"))
     return p.parse_args(argv)
 
 
@@ -41,16 +40,15 @@ def _run(args) -> int:
     from mmada_jax.evaluation import get_judge
     from mmada_jax.evaluation.run import evaluate
     from mmada_jax.sharding import parse_mesh
-    from sample.__main__ import TINY, TINY_A, _task
+    from mmada_jax.app.cli import TINY, TINY_A, choose_task
 
     if args.checkpoint is None:
         tiny = TINY_A if args.model == "a" else TINY
         print(f"no --checkpoint: using the tiny test checkpoint {tiny['checkpoint']} (RANDOM weights)")
         args.checkpoint, args.vq = tiny["checkpoint"], args.vq or tiny["vq"]
         args.tokenizer = args.tokenizer or tiny["tokenizer"]
-    args.command = "parallel"
     ckpt = open_checkpoint(args.checkpoint)
-    task, settings, options = _task(args, ckpt.kind)
+    task, settings, options = choose_task("parallel", args, ckpt.kind)
     vq = args.vq or ckpt.vq_dir
     if vq is None:
         raise ValueError("evaluate needs --vq (the image tokenizer checkpoint)")

@@ -21,21 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = {"checkpoint": ROOT / "tests/golden/mmada_tiny", "vq": ROOT / "tests/golden/magvitv2_tiny",
-        "tokenizer": ROOT / "tests/fixtures/tiny_tokenizer", "image": ROOT / "tests/fixtures/demo_input.png",
-        "prompt": "Make the sky at sunset orange."}
-TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "tests/golden/amused_vq_tiny",
-              tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
-# per subcommand: the tasks it serves, by --model (m: MMaDA / MMaDA-Parallel-M, a: -A / Lumina-DiMOO)
-SUBCOMMANDS = {"parallel": {"m": "parallel_m", "a": "parallel_a"}, "t2i": {"m": "t2i", "a": "image_a"},
-               "mmu": {"m": "mmu"}, "text": {"m": "text"}}
+from mmada_jax.app.cli import ROOT, SUBCOMMANDS, TINY, TINY_A, choose_task, subcommand_tasks
+
 NEEDS_VQ = {"parallel", "t2i", "mmu"}
-
-
-def _tasks(command: str) -> dict:
-    from mmada_jax.app import TASKS
-    return {model: TASKS[name]() for model, name in SUBCOMMANDS[command].items()}
 
 
 def _common(p: argparse.ArgumentParser, command: str) -> None:
@@ -79,7 +67,7 @@ def parse(argv=None) -> argparse.Namespace:
     for command, help_text in helps.items():
         p = sub.add_parser(command, help=help_text)
         _common(p, command)
-        add_settings(p, _tasks(command))
+        add_settings(p, subcommand_tasks(command))
 
     p = sub.add_parser("logits", help="predictions at the masked positions of a sequence")
     p.add_argument("--checkpoint", type=Path, default=None)
@@ -106,23 +94,6 @@ def _defaults(args) -> None:
             args.image = [str(tiny["image"])]
 
 
-def _task(args, kind: str):
-    """The task of the subcommand for this checkpoint's kind (and --model), its settings and options."""
-    from mmada_jax.app.cli import settings_from_args
-    tasks = _tasks(args.command)
-    model = "a" if kind == "dimoo" and "a" in tasks else "m"
-    chosen = getattr(args, "model", None)
-    if chosen is not None and chosen != model:
-        raise ValueError(f"--model {chosen} but {args.checkpoint} is a {kind!r} checkpoint "
-                         f"({'MMaDA-Parallel-A / Lumina-DiMOO' if model == 'a' else 'MMaDA'})")
-    task = tasks[model]
-    context = f"{args.checkpoint}, a {kind!r} checkpoint ({task.name})"
-    if task.needs_image is False and getattr(args, "image", None):
-        raise ValueError(f"--image: not for {context}")
-    settings, options = settings_from_args(task, args, [t for m, t in tasks.items() if m != model], context)
-    return task, settings, options
-
-
 def main(argv=None) -> int:
     args = parse(argv)
     from mmada_jax.cli_utils import quiet_logs, run_guarded
@@ -139,7 +110,7 @@ def _run(args) -> int:
         return _logits(args)
     _defaults(args)
     ckpt = open_checkpoint(args.checkpoint)
-    task, settings, options = _task(args, ckpt.kind)
+    task, settings, options = choose_task(args.command, args, ckpt.kind)
     if getattr(args, "text_block_length", None) is not None:
         print(f"note: --text_block_length {args.text_block_length} is ignored (the reference ignores it too)")
     vq = getattr(args, "vq", None) or ckpt.vq_dir

@@ -22,7 +22,7 @@ def _evaluate(*args):
 
 def test_benchmark_end_to_end_and_resume(tmp_path):
     from mmada_jax.evaluation import METRICS
-    from train.synthetic import write_benchmark
+    from mmada_jax.evaluation.synthetic_judge import write_benchmark
     golden_path("mmada_tiny")
     bench = write_benchmark(tmp_path / "bench", 3, seed=0, t2i_fraction=0.0)   # edit items only
     items = [json.loads(line) for line in bench.read_text().splitlines()]
@@ -73,7 +73,7 @@ def test_judge_scores_ground_truth_100(tmp_path):
     from mmada_jax.data.synthetic import make_example
     from mmada_jax.evaluation import get_judge
     from mmada_jax.evaluation.run import judge_sample, read_benchmark
-    from train.synthetic import write_benchmark
+    from mmada_jax.evaluation.synthetic_judge import write_benchmark
     bench = write_benchmark(tmp_path, 6, seed=2, t2i_fraction=0.5)
     judge = get_judge("synthetic", root=tmp_path)
     for i, item in enumerate(read_benchmark(bench)):

@@ -16,31 +16,6 @@ import time
 from pathlib import Path
 
 
-def write_benchmark(out_dir: str | Path, num: int, seed: int = 0, size: int = 64,
-                    t2i_fraction: float = 0.1) -> Path:
-    """Write ``num`` benchmark items to ``out_dir/benchmark.jsonl`` and their input images to
-    ``out_dir/images/``; returns the JSONL path."""
-    import json
-
-    from PIL import Image
-
-    from mmada_jax.data.synthetic import make_example
-    from mmada_jax.evaluation.synthetic_judge import benchmark_item
-    if num < 0:
-        raise ValueError(f"--num must be >= 0, got {num}")
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    path = out_dir / "benchmark.jsonl"
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(num):
-            ex = make_example(seed, i, size, t2i_fraction)
-            item = benchmark_item(ex, image_dir="images")
-            if item["input_image"] is not None:
-                Image.fromarray(ex.input_image).save(out_dir / item["input_image"])
-            f.write(json.dumps(item) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m train.synthetic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         if args.benchmark is not None:
+            from mmada_jax.evaluation.synthetic_judge import write_benchmark
             path = write_benchmark(args.benchmark, args.num, seed=args.seed, size=args.size,
                                    t2i_fraction=args.t2i_fraction)
         else:

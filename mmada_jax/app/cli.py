@@ -11,6 +11,42 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
+
+#: the repository (the tiny test checkpoints and fixtures the commands run without --checkpoint)
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {"checkpoint": ROOT / "tests/golden/mmada_tiny", "vq": ROOT / "tests/golden/magvitv2_tiny",
+        "tokenizer": ROOT / "tests/fixtures/tiny_tokenizer", "image": ROOT / "tests/fixtures/demo_input.png",
+        "prompt": "Make the sky at sunset orange."}
+TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "tests/golden/amused_vq_tiny",
+              tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
+#: per subcommand: the tasks it serves, by --model (m: MMaDA / MMaDA-Parallel-M, a: -A / Lumina-DiMOO)
+SUBCOMMANDS = {"parallel": {"m": "parallel_m", "a": "parallel_a"}, "t2i": {"m": "t2i", "a": "image_a"},
+               "mmu": {"m": "mmu"}, "text": {"m": "text"}}
+
+
+def subcommand_tasks(command: str) -> dict:
+    """{model letter: task} of a subcommand."""
+    from .tasks import TASKS
+    return {model: TASKS[name]() for model, name in SUBCOMMANDS[command].items()}
+
+
+def choose_task(command: str, args: argparse.Namespace, kind: str):
+    """The task of ``command`` for a checkpoint of ``kind`` (and ``args.model``), with its settings
+    and options from the flags; a flag of another task, or --model disagreeing with the
+    checkpoint, is a ValueError naming it."""
+    tasks = subcommand_tasks(command)
+    model = "a" if kind == "dimoo" and "a" in tasks else "m"
+    chosen = getattr(args, "model", None)
+    if chosen is not None and chosen != model:
+        raise ValueError(f"--model {chosen} but {args.checkpoint} is a {kind!r} checkpoint "
+                         f"({'MMaDA-Parallel-A / Lumina-DiMOO' if model == 'a' else 'MMaDA'})")
+    task = tasks[model]
+    context = f"{args.checkpoint}, a {kind!r} checkpoint ({task.name})"
+    if task.needs_image is False and getattr(args, "image", None):
+        raise ValueError(f"--image: not for {context}")
+    settings, options = settings_from_args(task, args, [t for m, t in tasks.items() if m != model], context)
+    return task, settings, options
 
 
 def _fields(task) -> dict[str, dataclasses.Field]:

@@ -23,6 +23,7 @@ class Request:
     image: str | None = None
     id: str | None = None
     line: int | None = None           # where it came from (a JSONL line number)
+    key: int | None = None            # its PRNG key index (default: its position in the run)
 
     @property
     def name(self) -> str:

@@ -392,10 +392,10 @@ TASKS = {"parallel_m": ParallelM, "parallel_a": ParallelA, "image_a": ImageA, "t
 
 # ----------------------------------------------------------------------------- the batch runner
 
-def row_keys(seed: int, start: int, count: int):
+def row_keys(seed: int, indices):
     """One PRNG key per sample, from (seed, sample index): results do not depend on batching."""
     base = jax.random.key(seed)
-    return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.arange(start, start + count))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(np.asarray(indices))
 
 
 def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, settings=None, options=None, *,
@@ -452,7 +452,8 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
             chunk = list(requests[start:start + batch_size])
             t0 = time.perf_counter()
             inputs = task.inputs(pipe, chunk, settings, options, seed=seed, log=log)
-            out = task.generate(pipe, inputs, settings, row_keys(seed, start, len(chunk)), trajectory)
+            keys = [r.key if r.key is not None else start + i for i, r in enumerate(chunk)]
+            out = task.generate(pipe, inputs, settings, row_keys(seed, keys), trajectory)
             samples = task.samples(pipe, chunk, inputs, out, settings, options)
             coded = [i for i, smp in enumerate(samples) if smp.codes is not None]
             images = {}
@@ -467,7 +468,7 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
                                                tokens=pipe.config.tokens, image_positions=smp.image_positions,
                                                grid=grid, text_positions=smp.text_positions, title=task.name,
                                                final_codes=smp.codes)
-                record = dict(common, **smp.record, id=r.id, row_key=start + i, prompt=r.prompt, input_image=r.image)
+                record = dict(common, **smp.record, id=r.id, row_key=keys[i], prompt=r.prompt, input_image=r.image)
                 if smp.codes is not None:
                     record["image_codes"] = np.asarray(smp.codes).tolist()
                 image = images.get(i, smp.pixels_u8)

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mmada_jax.app.requests import SAFE_ID
 from mmada_jax.evaluation.judges import METRICS
 
 REQUIRED = ("id", "category")
@@ -57,8 +58,9 @@ def read_benchmark(path: str | Path) -> list[dict]:
                     raise ValueError(f"{path}:{n}: {key} must be a string or null")
             if item["id"] in seen:
                 raise ValueError(f"{path}:{n}: duplicate id {item['id']!r} (first on line {seen[item['id']]})")
-            if "/" in item["id"] or item["id"] in (".", ".."):
-                raise ValueError(f"{path}:{n}: id {item['id']!r} cannot name a sample folder")
+            if not SAFE_ID.fullmatch(item["id"]):
+                raise ValueError(f"{path}:{n}: id {item['id']!r} cannot name a sample folder (use letters, digits, "
+                                 f"'.', '_' and '-', not starting with '.')")
             seen[item["id"]] = n
             items.append(item)
     return items
@@ -206,8 +208,10 @@ def evaluate(benchmark: str | Path, out: str | Path, judge, task, load_pipeline:
                 "skipped": f"{task.name} needs an input image and the item has none"})
     if to_sample:
         pipe = load_pipeline()
+        position = {it["id"]: n for n, it in enumerate(items)}      # PRNG key = the item's benchmark position
         requests = [Request(prompt=it.get("instruction") or "", image=str(bench_dir / it["input_image"])
-                            if it.get("input_image") else None, id=it["id"]) for it in to_sample]
+                            if it.get("input_image") else None, id=it["id"], key=position[it["id"]])
+                    for it in to_sample]
         t0 = time.perf_counter()
         # overwrite: replaces only the folders of these (unfinished) items; finished ones are not named
         records = run_task(task, pipe, requests, out / "samples", settings, options, batch_size=batch_size,

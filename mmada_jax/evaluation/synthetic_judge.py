@@ -46,12 +46,14 @@ Metrics:
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import string
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from mmada_jax.data import synthetic as syn
 from mmada_jax.evaluation.judges import METRICS, overall
@@ -496,3 +498,24 @@ class SyntheticJudge:
         scores["Overall"] = overall(scores)
         reasons["Overall"] = f"mean of {len(scores) - 1} metrics"
         return {"scores": scores, "reasons": reasons}
+
+
+def write_benchmark(out_dir: str | Path, num: int, seed: int = 0, size: int = 64,
+                    t2i_fraction: float = 0.1) -> Path:
+    """Write ``num`` benchmark items to ``out_dir/benchmark.jsonl`` and their input images to
+    ``out_dir/images/`` (an existing benchmark is never replaced); returns the JSONL path."""
+    if num < 0:
+        raise ValueError(f"--num must be >= 0, got {num}")
+    out_dir = Path(out_dir)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    path = out_dir / "benchmark.jsonl"
+    if path.exists():
+        raise ValueError(f"{path} exists: write the benchmark to another folder")
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(num):
+            ex = syn.make_example(seed, i, size, t2i_fraction)
+            item = benchmark_item(ex, image_dir="images")
+            if item["input_image"] is not None:
+                Image.fromarray(ex.input_image).save(out_dir / item["input_image"])
+            f.write(json.dumps(item) + "\n")
+    return path
