@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import time
 from typing import Any, Callable, Mapping
 
