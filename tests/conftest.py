@@ -37,6 +37,13 @@ def golden_path(name: str) -> Path:
     return root / name
 
 
+def tiny_m_args() -> tuple:
+    """The flags that run ``sample parallel`` / ``evaluate`` on the tiny random MMaDA (their default
+    without --checkpoint is the trained demo model)."""
+    return ("--checkpoint", golden_path("mmada_tiny"), "--vq", golden_path("magvitv2_tiny"),
+            "--tokenizer", ROOT / "tests" / "fixtures" / "tiny_tokenizer")
+
+
 @pytest.fixture
 def golden():
     """``golden(name)`` -> Path of that golden item."""

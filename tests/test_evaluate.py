@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, golden_path
+from conftest import ROOT, golden_path, tiny_m_args
 
 pytestmark = pytest.mark.golden
 
@@ -16,8 +16,9 @@ TINY_SETTINGS = ("--text-steps", 4, "--image-steps", 1, "--text-len", 16)
 
 
 def _evaluate(*args):
-    return subprocess.run([sys.executable, "-m", "evaluate", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600)
+    """``python -m evaluate`` on the tiny random MMaDA."""
+    return subprocess.run([sys.executable, "-m", "evaluate", *map(str, tiny_m_args()), *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
 
 
 def test_benchmark_end_to_end_and_resume(tmp_path):

@@ -89,6 +89,21 @@ def test_interleave_inference(data, tokens):
     np.testing.assert_array_equal(uncond, data["interleave_infer__uncond_input_ids"])
 
 
+def test_interleave_inference_padded_as_sft(data, tokens):
+    """pad_to=L lays the instruction out as parallel SFT does (Layout.for_training): the
+    unpadded prompt, then EOS up to L text slots; the unconditional row keeps the same length."""
+    codes, text = data["interleave_infer__image_codes"], data["interleave_infer__text_ids"].tolist()
+    plain, _ = inference_prompt(tokens, codes, text)
+    pad = len(text) + 2 + 5
+    cond, uncond = inference_prompt(tokens, codes, text, pad_to=pad)
+    n = np.asarray(codes).size
+    assert len(cond) == len(uncond) == Layout.for_training(n, n, pad).input_len
+    np.testing.assert_array_equal(cond[:len(plain)], plain)
+    assert (np.asarray(cond[len(plain):]) == tokens.eos_id).all()
+    with pytest.raises(ValueError, match="exceeds pad_to"):
+        inference_prompt(tokens, codes, text, pad_to=len(text) + 1)
+
+
 def test_interleave_output_init_matches_sampler_golden(tokens):
     golden = load_npz(golden_path("samplers") / "interleave_fullvocab.npz")
     n, _, m = golden["params"][:3]

@@ -56,6 +56,7 @@ def test_loss_falls_and_outputs_are_written(data_dir, tmp_path):
     losses = [r["loss"] for r in rows]
     # single-batch losses are noisy (the text part is weighted by 1/t): compare medians of 6 steps
     assert np.median(losses[-6:]) < 0.6 * np.median(losses[:6]), losses
+    assert (tmp_path / "loss.png").stat().st_size > 0
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == len(rows) and {"loss", "text_loss", "image_loss", "lr", "grad_norm", "tokens_per_s"} <= set(
         json.loads(lines[0]))

@@ -1,11 +1,12 @@
 """python -m train.synthetic OUT_DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
-python -m train.synthetic --benchmark DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
+python -m train.synthetic --benchmark DIR --num N --seed S [--generation M] [--size 64] [--t2i-fraction 0.1]
 
 Write a synthetic simple-shapes editing dataset (OUT_DIR/examples.jsonl + OUT_DIR/images/*.png);
 see mmada_jax.data.synthetic. With --benchmark: an evaluation benchmark instead
 (DIR/benchmark.jsonl, one item with its ground-truth scenes per line, see
 mmada_jax.evaluation.synthetic_judge, and the input images DIR/images/*_in.png) for
-`python -m evaluate --benchmark DIR/benchmark.jsonl --judge synthetic`.
+`python -m evaluate --benchmark DIR/benchmark.jsonl --judge synthetic`; with --generation M, N
+editing items and M generation items.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out_dir", type=Path, nargs="?", help="output folder (the training dataset)")
     p.add_argument("--benchmark", type=Path, metavar="DIR", help="write an evaluation benchmark to DIR instead")
     p.add_argument("--num", type=int, required=True, help="number of examples")
+    p.add_argument("--generation", type=int, default=None, metavar="M",
+                   help="with --benchmark: N editing items plus M generation items")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--t2i-fraction", type=float, default=0.1,
@@ -29,20 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if (args.out_dir is None) == (args.benchmark is None):
         p.error("give either OUT_DIR (a training dataset) or --benchmark DIR")
+    if args.generation is not None and args.benchmark is None:
+        p.error("--generation is for --benchmark")
     from mmada_jax.data.synthetic import write_dataset
     t0 = time.perf_counter()
     try:
         if args.benchmark is not None:
             from mmada_jax.evaluation.synthetic_judge import write_benchmark
             path = write_benchmark(args.benchmark, args.num, seed=args.seed, size=args.size,
-                                   t2i_fraction=args.t2i_fraction)
+                                   t2i_fraction=args.t2i_fraction, generation=args.generation)
         else:
             path = write_dataset(args.out_dir, args.num, seed=args.seed, size=args.size,
                                  t2i_fraction=args.t2i_fraction)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {args.num} {'benchmark items' if args.benchmark else 'examples'} to {path} in {time.perf_counter() - t0:.1f} s")
+    count = args.num + (args.generation or 0)
+    print(f"wrote {count} {'benchmark items' if args.benchmark else 'examples'} to {path} in "
+          f"{time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -20,6 +20,8 @@ TINY = {"checkpoint": ROOT / "tests/golden/mmada_tiny", "vq": ROOT / "tests/gold
         "prompt": "Make the sky at sunset orange."}
 TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "tests/golden/amused_vq_tiny",
               tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
+#: a checkpoint's sampling defaults (:func:`checkpoint_defaults`)
+SAMPLING_FILE = "sampling.yaml"
 #: per subcommand: the tasks it serves, by --model (m: MMaDA / MMaDA-Parallel-M, a: -A / Lumina-DiMOO)
 SUBCOMMANDS = {"parallel": {"m": "parallel_m", "a": "parallel_a"}, "t2i": {"m": "t2i", "a": "image_a"},
                "mmu": {"m": "mmu"}, "text": {"m": "text"}}
@@ -45,8 +47,32 @@ def choose_task(command: str, args: argparse.Namespace, kind: str):
     context = f"{args.checkpoint}, a {kind!r} checkpoint ({task.name})"
     if task.needs_image is False and getattr(args, "image", None):
         raise ValueError(f"--image: not for {context}")
-    settings, options = settings_from_args(task, args, [t for m, t in tasks.items() if m != model], context)
+    defaults = checkpoint_defaults(args.checkpoint, task)
+    settings, options = settings_from_args(task, args, [t for m, t in tasks.items() if m != model], context,
+                                           defaults)
     return task, settings, options
+
+
+def checkpoint_defaults(checkpoint, task) -> dict:
+    """The sampling defaults a checkpoint carries for ``task``: its ``sampling.yaml`` holds
+    ``{task name: {field: value}}`` (the settings a trained model was made for: its text budget,
+    its instruction padding ...); flags given on the command line win. An unknown field is a
+    ValueError naming the file."""
+    import yaml
+    path = Path(checkpoint) / SAMPLING_FILE if checkpoint is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"{path}: expected {{task name: {{setting: value}}}}")
+    ours = data.get(task.name, {})
+    unknown = sorted(set(ours) - set(_fields(task)))
+    if unknown:
+        raise ValueError(f"{path}: {task.name}: unknown settings {unknown}; known: {sorted(_fields(task))}")
+    return ours
 
 
 def _fields(task) -> dict[str, dataclasses.Field]:
@@ -91,15 +117,19 @@ def add_settings(parser: argparse.ArgumentParser, tasks: dict[str, object]) -> N
                                help=help_text)
 
 
-def settings_from_args(task, args: argparse.Namespace, other_tasks=(), context: str = "") -> tuple[object, object]:
-    """(settings, options) of ``task`` from the parsed flags: given flags replace the defaults;
-    a flag that only ``other_tasks`` have is a ValueError naming it (and ``context``)."""
+def settings_from_args(task, args: argparse.Namespace, other_tasks=(), context: str = "",
+                       defaults: dict | None = None) -> tuple[object, object]:
+    """(settings, options) of ``task`` from the parsed flags: given flags replace ``defaults``
+    (a checkpoint's, :func:`checkpoint_defaults`), which replace the task's own; a flag that only
+    ``other_tasks`` have is a ValueError naming it (and ``context``)."""
     ours = _fields(task)
     foreign = {name for other in other_tasks for name in _fields(other)} - set(ours)
     given = [name for name in sorted(foreign) if getattr(args, name, None) is not None]
     if given:
         raise ValueError(f"{', '.join(_flag(n) for n in given)}: not for {context or task.name}")
     from ..settings import resolve
-    pick = lambda cls: {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-                        if getattr(args, f.name, None) is not None}
+    defaults = defaults or {}
+    pick = lambda cls: {**{f.name: defaults[f.name] for f in dataclasses.fields(cls) if f.name in defaults},
+                        **{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+                           if getattr(args, f.name, None) is not None}}
     return resolve(task.settings, **pick(task.settings)), resolve(task.options, **pick(task.options))

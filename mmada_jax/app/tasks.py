@@ -134,7 +134,11 @@ def _square_grid(pipe: Pipeline, resolution: int | None) -> tuple[int, tuple[int
 
 
 def _encode(pipe: Pipeline, paths, size: int) -> np.ndarray:
-    return np.asarray(pipe.vq.encode(pipe.vq.load_images(list(paths), size=size)))
+    """VQ codes of the input images; a request without one gets a black ``size`` x ``size`` image,
+    the input parallel SFT's data builder gives examples without one (``train.pretokenize``)."""
+    from PIL import Image
+    srcs = [p if p is not None else Image.new("RGB", (size, size)) for p in paths]
+    return np.asarray(pipe.vq.encode(pipe.vq.load_images(srcs, size=size)))
 
 
 def _input_codes_a(pipe: Pipeline, path, input_size: int, random_crop: bool, seed: int) -> np.ndarray:
@@ -159,12 +163,16 @@ def _check_a(pipe: Pipeline) -> None:
 class ParallelMOptions:
     resolution: int | None = setting(None, "image side in pixels (default: the VQ's, 512)", minimum=16)
     max_prompt_tokens: int = setting(256, "instruction budget in tokens", minimum=1)
+    pad_instruction: int = setting(0, "EOS-pad the instruction (BOS and EOS included) to this many tokens, as "
+                                      "parallel SFT lays it out (0: unpadded, as the reference inference)",
+                                   minimum=0)
 
 
 class ParallelM(Task):
-    """MMaDA-Parallel-M thinking-aware editing: input image + instruction -> reasoning + image."""
+    """MMaDA-Parallel-M thinking-aware editing: input image + instruction -> reasoning + image. A
+    request without an input image (generation) gets a black one, as in parallel SFT's data."""
 
-    name, settings, options, needs_image = "parallel_m", SettingsM, ParallelMOptions, True
+    name, settings, options, needs_image = "parallel_m", SettingsM, ParallelMOptions, None
 
     def steps(self, s):
         return s.text_steps
@@ -173,12 +181,13 @@ class ParallelM(Task):
         return _square_grid(pipe, o.resolution)[1]
 
     def budget(self, pipe, o):
-        return o.max_prompt_tokens
+        return min(o.max_prompt_tokens, o.pad_instruction - 2) if o.pad_instruction else o.max_prompt_tokens
 
     def inputs(self, pipe, chunk, s, o, *, seed, log):
         size, grid = _square_grid(pipe, o.resolution)
         codes = _encode(pipe, [r.image for r in chunk], size)
-        pairs = [inference_prompt(pipe.config.tokens, c, _fit(self, pipe, r, o, log)) for r, c in zip(chunk, codes)]
+        pairs = [inference_prompt(pipe.config.tokens, c, _fit(self, pipe, r, o, log), o.pad_instruction)
+                 for r, c in zip(chunk, codes)]
         return pairs, grid[0] * grid[1]
 
     def generate(self, pipe, inputs, s, keys, trajectory):

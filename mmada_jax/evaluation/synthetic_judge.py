@@ -501,21 +501,35 @@ class SyntheticJudge:
 
 
 def write_benchmark(out_dir: str | Path, num: int, seed: int = 0, size: int = 64,
-                    t2i_fraction: float = 0.1) -> Path:
+                    t2i_fraction: float = 0.1, generation: int | None = None) -> Path:
     """Write ``num`` benchmark items to ``out_dir/benchmark.jsonl`` and their input images to
-    ``out_dir/images/`` (an existing benchmark is never replaced); returns the JSONL path."""
-    if num < 0:
-        raise ValueError(f"--num must be >= 0, got {num}")
+    ``out_dir/images/`` (an existing benchmark is never replaced); returns the JSONL path.
+
+    ``generation`` = M: ``num`` editing items and M generation items instead (the first of each
+    among the examples of ``seed``; the other t2i-style examples are skipped)."""
+    if num < 0 or (generation is not None and generation < 0):
+        raise ValueError(f"--num and --generation must be >= 0, got {num} and {generation}")
+    if generation and t2i_fraction <= 0:
+        raise ValueError("--generation needs --t2i-fraction > 0 (generation items are the t2i-style examples)")
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
     path = out_dir / "benchmark.jsonl"
     if path.exists():
         raise ValueError(f"{path} exists: write the benchmark to another folder")
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    want = {"edit": num, "generation": generation} if generation is not None else None
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(num):
+        i, written = 0, 0
+        while (written < num) if want is None else any(want.values()):
             ex = syn.make_example(seed, i, size, t2i_fraction)
+            i += 1
             item = benchmark_item(ex, image_dir="images")
+            if want is not None:
+                group = "edit" if ex.task in syn.EDIT_TASKS else item["category"]
+                if not want.get(group):
+                    continue
+                want[group] -= 1
             if item["input_image"] is not None:
                 Image.fromarray(ex.input_image).save(out_dir / item["input_image"])
             f.write(json.dumps(item) + "\n")
+            written += 1
     return path

@@ -58,7 +58,7 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
     try:
         log(f"writing {config.synthetic} synthetic examples to {folder}")
         write_dataset(tmp / "raw", config.synthetic, seed=config.seed, size=config.synthetic_image_size)
-        pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.checkpoint, vq=config.vq,
+        pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.model_config or config.checkpoint, vq=config.vq,
                     tokenizer=config.tokenizer, text_len=config.text_len, image_size=config.synthetic_image_size,
                     log=log)
         (tmp / "synthetic.json").write_text(json.dumps(recipe, indent=1) + "\n")

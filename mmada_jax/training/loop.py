@@ -2,7 +2,7 @@
 
 Progress lines (process 0 only) give the step, the loss and its text/image parts, the learning
 rate, the gradient norm, tokens/s, MFU (when the device's peak is known) and an ETA; the same
-metrics go to ``out_dir/metrics.jsonl``. Checkpoints land in ``out_dir/checkpoints`` every
+metrics go to ``out_dir/metrics.jsonl``, plotted to ``out_dir/loss.png`` at the end. Checkpoints land in ``out_dir/checkpoints`` every
 ``save_every`` steps and at the end; a run restarted with the same ``out_dir`` resumes from the
 latest one, bit-exactly (same parameters, same data order, same random masks).
 
@@ -193,6 +193,11 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
         checkpoints.close()
         if metrics_file:
             metrics_file.close()
+    if is_main and (out_dir / "metrics.jsonl").stat().st_size:
+        from ..plots import plot_metrics_file
+        plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "loss.png",
+                          {"parallel SFT: loss (log scale)": ["loss", "text_loss", "image_loss"]}, log_y=True)
     skipped = f" ({skipped_total} update(s) skipped: non-finite loss or gradient norm)" if skipped_total else ""
-    say(f"done: {config.steps} steps{skipped}; checkpoints in {out_dir / 'checkpoints'}")
+    say(f"done: {config.steps} steps{skipped}; checkpoints in {out_dir / 'checkpoints'}, curves in "
+        f"{out_dir / 'loss.png'}")
     return rows

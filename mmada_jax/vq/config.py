@@ -65,6 +65,13 @@ class _YamlMixin:
 
 # ------------------------------------------------------------------------------- MAGVIT-v2
 
+#: GroupNorm settings the reference MAGVIT-v2 hard-codes (32 groups, eps 1e-6). A config with
+#: others (the demo tokenizer of the synthetic world: 8 groups) writes them into its config.json's
+#: encoder/decoder sections under these keys, which this project reads back and the PyTorch
+#: reference ignores: such a tokenizer runs here only.
+NORM_KEYS = ("norm_groups", "norm_eps")
+
+
 @dataclasses.dataclass(frozen=True)
 class MagvitV2Config(_YamlMixin):
     """MAGVIT-v2 (LFQ) tokenizer. Defaults are the real ``showlab/magvitv2`` architecture.
@@ -171,7 +178,7 @@ class MagvitV2Config(_YamlMixin):
         if q.get("num_codebook_entry", -1) not in (-1, None, 2 ** z):
             raise ConfigError(f"{source}: quantizer.num_codebook_entry={q['num_codebook_entry']} must "
                               f"be -1 or 2**codebook_dim={2 ** z}")
-        for key in ("in_ch", "out_ch", "resolution", "attn_resolutions"):
+        for key in ("in_ch", "out_ch", "resolution", "attn_resolutions", *NORM_KEYS):
             if key in dec and key in enc and dec[key] != enc[key]:
                 raise ConfigError(f"{source}: decoder.{key}={dec[key]!r} differs from encoder.{key}={enc[key]!r}")
         try:
@@ -182,7 +189,8 @@ class MagvitV2Config(_YamlMixin):
                        z_channels=z, in_channels=enc.get("in_ch", 3), out_channels=dec.get("out_ch", 3),
                        resolution=enc.get("resolution", 256),
                        attn_resolutions=tuple(enc.get("attn_resolutions", (5,))),
-                       image_size=int(hf.get("image_resolution", 512)))
+                       image_size=int(hf.get("image_resolution", 512)),
+                       **{k: enc[k] for k in NORM_KEYS if k in enc})
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
 
@@ -202,6 +210,12 @@ class MagvitV2Config(_YamlMixin):
 
         hf["encoder"] = {**hf.get("encoder", {}), **part(self.enc_ch, self.enc_ch_mult, self.enc_num_res_blocks)}
         hf["decoder"] = {**hf.get("decoder", {}), **part(self.dec_ch, self.dec_ch_mult, self.dec_num_res_blocks)}
+        hf["image_resolution"] = self.image_size
+        for name in ("encoder", "decoder"):
+            for key in NORM_KEYS:
+                hf[name].pop(key, None)
+                if getattr(self, key) != getattr(MagvitV2Config, key):
+                    hf[name][key] = getattr(self, key)
         hf["quantizer"] = {"num_codebook_entry": -1, "beta": 0.25, "entropy_multiplier": 0.1,
                            "commit_loss_multiplier": 0.1, **hf.get("quantizer", {}),
                            "codebook_dim": self.z_channels}
