@@ -11,10 +11,10 @@ about 100 tokens instead of 500.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
+from . import jsonl
 from .config import ModelConfig, TokenIds
 from .hf_io import CheckpointError
 
@@ -209,24 +209,15 @@ def corpus_texts(path: str | Path, fields: Sequence[str] = ("instruction", "reas
     path = Path(path)
     texts = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for n, rec in jsonl.objects(path):
+            for f in fields:
+                value = rec.get(f)
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"{path}:{n}: {f!r} must be a string, got {type(value).__name__}")
+                if value:
+                    texts.append(value)
     except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as e:
         raise ValueError(f"corpus {path}: cannot read it ({e})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-        if not isinstance(rec, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object")
-        for f in fields:
-            value = rec.get(f)
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"{path}:{n}: {f!r} must be a string, got {type(value).__name__}")
-            if value:
-                texts.append(value)
     if not texts:
         raise ValueError(f"corpus {path}: no texts under {list(fields)}")
     return texts

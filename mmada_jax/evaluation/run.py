@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from mmada_jax import jsonl
 from mmada_jax.app.requests import SAFE_ID
 from mmada_jax.evaluation.judges import METRICS
 
@@ -40,29 +41,20 @@ def read_benchmark(path: str | Path) -> list[dict]:
     """The items of a benchmark JSONL; a bad line is a ValueError naming ``file:line``."""
     path = Path(path)
     items, seen = [], {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(item, dict):
-                raise ValueError(f"{path}:{n}: expected a JSON object, got {type(item).__name__}")
-            missing = [k for k in REQUIRED if not isinstance(item.get(k), str) or not item.get(k)]
-            if missing:
-                raise ValueError(f"{path}:{n}: missing or non-string field(s) {', '.join(missing)}")
-            for key in ("instruction", "input_image"):
-                if item.get(key) is not None and not isinstance(item[key], str):
-                    raise ValueError(f"{path}:{n}: {key} must be a string or null")
-            if item["id"] in seen:
-                raise ValueError(f"{path}:{n}: duplicate id {item['id']!r} (first on line {seen[item['id']]})")
-            if not SAFE_ID.fullmatch(item["id"]):
-                raise ValueError(f"{path}:{n}: id {item['id']!r} cannot name a sample folder (use letters, digits, "
-                                 f"'.', '_' and '-', not starting with '.')")
-            seen[item["id"]] = n
-            items.append(item)
+    for n, item in jsonl.objects(path):
+        missing = [k for k in REQUIRED if not isinstance(item.get(k), str) or not item.get(k)]
+        if missing:
+            raise ValueError(f"{path}:{n}: missing or non-string field(s) {', '.join(missing)}")
+        for key in ("instruction", "input_image"):
+            if item.get(key) is not None and not isinstance(item[key], str):
+                raise ValueError(f"{path}:{n}: {key} must be a string or null")
+        if item["id"] in seen:
+            raise ValueError(f"{path}:{n}: duplicate id {item['id']!r} (first on line {seen[item['id']]})")
+        if not SAFE_ID.fullmatch(item["id"]):
+            raise ValueError(f"{path}:{n}: id {item['id']!r} cannot name a sample folder (use letters, digits, "
+                             f"'.', '_' and '-', not starting with '.')")
+        seen[item["id"]] = n
+        items.append(item)
     return items
 
 
