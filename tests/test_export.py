@@ -19,11 +19,17 @@ from mmada_jax.training.loop import run_sft
 pytestmark = pytest.mark.golden
 
 
+def _image_size() -> int:
+    """The golden VQ's image side (else a 4 x 4 grid of its downsampling): sizes come from the data."""
+    vq = load_vq(golden_path("magvitv2_tiny"))
+    return int(getattr(vq.config, "image_size", None) or 4 * vq.downsample)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
     shutil.copytree(ROOT / "tests/fixtures/tiny_tokenizer", root / "model" / "hf")   # the demo models' layout
-    write_dataset(root / "raw", 8, seed=3, size=64)
+    write_dataset(root / "raw", 8, seed=3, size=_image_size())
     pretokenize(root / "raw", root / "data", checkpoint=golden_path("mmada_tiny"), vq=golden_path("magvitv2_tiny"),
                 tokenizer=ROOT / "tests/fixtures/tiny_tokenizer", text_len=512, log=lambda *_: None)
     config = TrainConfig(checkpoint=str(golden_path("mmada_tiny")), data_dir=str(root / "data"), text_len=512,
@@ -49,7 +55,8 @@ def test_export_is_a_self_contained_checkpoint(run_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
-    images = np.zeros((1, 64, 64, 3), np.uint8)
+    side = _image_size()
+    images = np.zeros((1, side, side, 3), np.uint8)
     np.testing.assert_array_equal(np.asarray(load_vq(dst).encode(images)),
                                   np.asarray(load_vq(golden_path("magvitv2_tiny")).encode(images)))
     assert (dst / "hf" / "tokenizer.json").read_bytes() == (ROOT / "tests/fixtures/tiny_tokenizer/tokenizer.json").read_bytes()
