@@ -275,5 +275,6 @@ def test_speck_in_an_empty_cell_is_ambiguous(judge):
 
 def test_blank_image_is_not_a_scene(judge):
     ex = _first("remove")
-    s = _score(judge, ex, image=np.zeros((SIZE, SIZE, 3), np.uint8))
+    plain = np.zeros((SIZE, SIZE, 3), np.uint8) + np.uint8([200, 0, 200])   # a colour no background has
+    s = _score(judge, ex, image=plain)
     assert s["Image Quality"] == 0 and s["Image Alignment"] == 0 and s["Image Consistency"] == 0

@@ -113,6 +113,23 @@ def test_lfq_terms_match_a_direct_computation():
     np.testing.assert_array_equal(got["quantized"], np.where(latent > 0, 1.0, -1.0))
 
 
+def test_quantize_warmup_feeds_the_continuous_latent_then_the_signs():
+    from mmada_jax.vq.checkpoint import build_model
+    from mmada_jax.vq.train import vq_loss
+    model = build_model(MICRO)
+    pixels = jnp.asarray(world_images(0, 0, 2, MICRO.resolution), jnp.float32) / 127.5 - 1.0
+    latent = model.latent(pixels)
+    direct = {name: float(jnp.mean((model.decoder(z) - pixels) ** 2))
+              for name, z in (("continuous", latent), ("signs", jnp.where(latent > 0, 1.0, -1.0)))}
+    assert abs(direct["continuous"] - direct["signs"]) > 1e-4      # the two inputs are told apart
+    config = micro("unused", quantize_warmup_steps=5)
+    for step, want in ((0, "continuous"), (4, "continuous"), (5, "signs"), (9, "signs")):
+        _, metrics = vq_loss(model, pixels, config, jnp.int32(step))
+        np.testing.assert_allclose(float(metrics["recon"]), direct[want], rtol=1e-5)
+    _, metrics = vq_loss(model, pixels, micro("unused"), jnp.int32(0))      # off: signs from step 0
+    np.testing.assert_allclose(float(metrics["recon"]), direct["signs"], rtol=1e-5)
+
+
 def test_world_images_depend_only_on_seed_and_step():
     a = world_images(3, 7, 4, 32)
     np.testing.assert_array_equal(a, world_images(3, 7, 4, 32))

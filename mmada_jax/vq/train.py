@@ -10,7 +10,12 @@ MAGVIT-v2's without its GAN and perceptual terms (the world's flat colours need 
 * LFQ commitment: ``mean((z - stop_gradient(sign(z)))^2)``, weight ``commit_weight``;
 * LFQ entropy: with ``p = softmax(2 z . c / entropy_temperature)`` over the ``2^z_channels``
   codes ``c`` in {-1, 1}^z, ``mean_position H(p) - diversity_gamma * H(mean_position p)``
-  (confident codes, all codes used), weight ``entropy_weight``.
+  (confident codes, all codes used), weight ``entropy_weight``;
+* quantizer warm-up (not in MAGVIT-v2; 0 = off): for the first ``quantize_warmup_steps`` steps the
+  decoder sees the continuous latent instead of its signs (the commitment term already pulls it
+  towards +-1). Measured on the shapes world: from scratch, sign bits fixed in the first steps
+  encode little more than the background (every gray image had the same 16 codes); an
+  autoencoder that first learns what to encode keeps it when the bits take over.
 
 Images are drawn on the fly: step ``s`` renders ``batch_size`` random scenes (0 to 4 shapes, so
 every edited output of the world is in distribution) from ``numpy.random.default_rng([seed, s])``,
@@ -69,6 +74,7 @@ class VQTrainConfig:
     entropy_weight: float = 0.1
     diversity_gamma: float = 1.0
     entropy_temperature: float = 0.01
+    quantize_warmup_steps: int = 0
     seed: int = 0
     out_dir: str = "runs/demo_vq"
     save_every: int = 250
@@ -203,10 +209,13 @@ def lfq_terms(latent: jax.Array, temperature: float, gamma: float) -> dict[str, 
             "codebook_entropy": codebook_entropy / jnp.log(2.0)}
 
 
-def vq_loss(model, pixels: jax.Array, config: VQTrainConfig) -> tuple[jax.Array, dict]:
+def vq_loss(model, pixels: jax.Array, config: VQTrainConfig, step=None) -> tuple[jax.Array, dict]:
     latent = model.latent(pixels)
     terms = lfq_terms(latent, config.entropy_temperature, config.diversity_gamma)
-    recon = model.decoder(terms["quantized"])
+    decoder_in = terms["quantized"]
+    if step is not None and config.quantize_warmup_steps > 0:
+        decoder_in = jnp.where(step < config.quantize_warmup_steps, latent.astype(jnp.float32), decoder_in)
+    recon = model.decoder(decoder_in)
     err = recon - pixels
     recon_loss = jnp.mean(err ** 2) if config.recon_loss == "l2" else jnp.mean(jnp.abs(err))
     loss = recon_loss + config.commit_weight * terms["commit"] + config.entropy_weight * terms["entropy"]
@@ -228,7 +237,7 @@ def make_step(graphdef, config: VQTrainConfig, optimizer):
 
     def step(state, pixels):
         def loss_fn(params):
-            return vq_loss(nnx.merge(graphdef, params), pixels, config)
+            return vq_loss(nnx.merge(graphdef, params), pixels, config, state["step"])
 
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
         gnorm = optax.global_norm(grads)
