@@ -115,9 +115,9 @@ def test_lfq_terms_match_a_direct_computation():
 
 def test_quantize_warmup_feeds_the_continuous_latent_then_the_signs():
     from mmada_jax.vq.checkpoint import build_model
-    from mmada_jax.vq.train import vq_loss
+    from mmada_jax.vq.train import to_pixels, vq_loss
     model = build_model(MICRO)
-    pixels = jnp.asarray(world_images(0, 0, 2, MICRO.resolution), jnp.float32) / 127.5 - 1.0
+    pixels = jnp.asarray(to_pixels(world_images(0, 0, 2, MICRO.resolution)))
     latent = model.latent(pixels)
     direct = {name: float(jnp.mean((model.decoder(z) - pixels) ** 2))
               for name, z in (("continuous", latent), ("signs", jnp.where(latent > 0, 1.0, -1.0)))}
