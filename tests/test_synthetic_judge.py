@@ -189,7 +189,7 @@ def test_text_describing_another_scene(judge):
     for task in syn.EDIT_TASKS + ("t2i",):
         ex = EXAMPLES[task][0]
         other = syn.Scene("gray" if ex.output_scene.background != "gray" else "white",
-                          (("top left", "triangle", "purple"), ("bottom right", "square", "orange")))
+                          (("top left", "triangle", "purple"), ("bottom right", "square", "cyan")))
         if task == "t2i":   # the request and the result both name the other scene
             text = ex.reasoning.replace(ex.output_scene.describe(), other.describe())
         else:               # the stated result is another scene

@@ -139,7 +139,7 @@ def test_world_images_depend_only_on_seed_and_step():
 
 @pytest.mark.parametrize("override, words", [
     (["lr=0"], "lr=0"), (["steps=ten"], "steps='ten'"), (["recon_loss=l3"], "recon_loss='l3'"),
-    (["vq.z_channels=20"], "z_channels=20"), (["nonsense=1"], "nonsense"), (["vq.image_size=40"], "image_size=40"),
+    (["vq.z_channels=20"], "z_channels=20"), (["nonsense=1"], "nonsense"), (["vq.image_size=36"], "image_size=36"),
 ])
 def test_config_errors_name_the_key(tmp_path, override, words):
     from mmada_jax.training.config import REPO_ROOT

@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+#: at least 95 apart in RGB from each other and from the backgrounds (an earlier orange, 70 from
+#: yellow, was the image tokenizer's most frequent colour collision)
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-    "yellow": (240, 200, 30), "purple": (140, 60, 180), "orange": (245, 130, 30),
+    "yellow": (240, 200, 30), "purple": (140, 60, 180), "cyan": (40, 200, 210),
 }
 #: far apart in brightness on purpose: a GroupNorm encoder sees a flat background only up to the
 #: scale of its features, and learned to give nearly parallel bright colours (an earlier palette had
