@@ -228,3 +228,20 @@ def test_multiprocess_workers(data, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result == {"same": True, "resume": True}
+
+
+def test_instruction_len_pads_instructions_apart_from_the_text(data):
+    """instruction_len I: instructions are padded to I (the reasoning still to L); one that does not
+    fit is an error naming its example, never a silent cut."""
+    longest = max(len(_record(i)["instruction_ids"]) for i in range(10))
+    batch = next(iter(_ds(data, batch_size=10, shuffle=False, num_epochs=1, instruction_len=longest + 2)))
+    assert batch["input_text"].shape == (10, longest + 2) and batch["output_text"].shape == (10, L)
+    for j in range(10):
+        ids = list(_record(j)["instruction_ids"])
+        seq = [BOS] + ids + [EOS]
+        np.testing.assert_array_equal(batch["input_text"][j], seq + [EOS] * (longest + 2 - len(seq)))
+        assert batch["input_text_len"][j] == len(seq)
+    with pytest.raises(ValueError, match=r"record 'ex04'.*instruction_len=21"):
+        list(_ds(data, batch_size=10, shuffle=False, num_epochs=1, instruction_len=longest + 1))
+    with pytest.raises(ValueError, match="instruction_len must be >= 3"):
+        FormatRecord(BOS, EOS, L, N_TOK, instruction_len=2)

@@ -63,6 +63,35 @@ def test_loss_falls_and_outputs_are_written(data_dir, tmp_path):
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == [12, 24]
 
 
+def test_instruction_len_shortens_the_sequence(data_dir, tmp_path):
+    """A separate instruction budget (the data's longest instruction + BOS + EOS) trains on
+    sequences shorter by text_len - instruction_len; one token less is an error naming an example
+    before any step runs."""
+    from mmada_jax.config import ConfigError, load_config
+    from mmada_jax.data.pipeline import load_split
+    from mmada_jax.training.objectives import DataLayout, make_objective
+    source, meta = load_split(data_dir, "train")
+    longest = max(len(source[i]["instruction_ids"]) for i in range(len(source)))
+    config = _config(data_dir, tmp_path / "run", steps=2, instruction_len=longest + 2)
+    model_config = load_config(golden_path("mmada_tiny"))
+    n = int(meta["num_image_tokens"])
+    width = make_objective(config, model_config, DataLayout.from_metadata(meta)).sequence_length
+    assert width == 3 + n + (longest + 2) + n + 2 + TEXT_LEN
+    rows = run_sft(config, log=lambda *_: None)
+    assert len(rows) == 2 and all(np.isfinite(r["loss"]) for r in rows)
+    with pytest.raises(ConfigError, match=f"instruction_len={longest + 1}: example"):
+        run_sft(_config(data_dir, tmp_path / "short", steps=2, instruction_len=longest + 1), log=lambda *_: None)
+    assert not (tmp_path / "short" / "checkpoints").exists()
+
+
+def test_instruction_len_is_for_parallel_m_only(tmp_path):
+    from mmada_jax.config import ConfigError, load_config
+    from mmada_jax.training.objectives import DataLayout, make_objective
+    config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), instruction_len=8)
+    with pytest.raises(ConfigError, match="instruction_len=8: only for MMaDA-Parallel-M"):
+        make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
+
+
 def test_resume_is_bit_exact(data_dir, tmp_path):
     straight = run_sft(_config(data_dir, tmp_path / "a"), log=lambda *_: None)
     first = run_sft(_config(data_dir, tmp_path / "b", steps=3), log=lambda *_: None)
@@ -140,7 +169,7 @@ def test_parallel_a_sft_runs_and_resumes(tmp_path):
 
 
 def test_objective_must_fit_the_checkpoint(data_dir, tmp_path):
-    from mmada_jax.config import ConfigError
+    from mmada_jax.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="parallel_a needs a dimoo"):
         run_sft(_config(data_dir, tmp_path, objective="parallel_a"), log=lambda *_: None)
     with pytest.raises(ConfigError, match="system_ids"):   # -M data under the -A objective

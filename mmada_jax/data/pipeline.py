@@ -5,7 +5,8 @@
 
     input_image_codes   int32 [B, N]  raw VQ codes (no image offset)
     output_image_codes  int32 [B, N]
-    input_text          int32 [B, L]  BOS + instruction + EOS, right-padded with EOS
+    input_text          int32 [B, I]  BOS + instruction + EOS, right-padded with EOS (I = instruction_len,
+                                      default L)
     output_text         int32 [B, L]  BOS + reasoning + EOS, right-padded with EOS
     input_text_len      int32 [B]     length before padding (BOS and EOS included)
     output_text_len     int32 [B]
@@ -14,7 +15,9 @@
     id                  str   [B]     only with ``with_ids=True`` (for debugging; not jit-able)
 
 A text longer than L is cut to its first L-1 tokens plus EOS (the reference's rule); pretokenize
-rejects such examples for its own ``--text-len``, so this only happens with a smaller L here.
+rejects such examples for its own ``--text-len``, so this only happens with a smaller L here. An
+instruction longer than a separate ``instruction_len`` I allows is an error naming the example (a
+cut instruction would ask for something else).
 An example without instruction gets ``[BOS, EOS, EOS, ...]`` (``input_text_len`` 2). Condition
 dropout and masking are NOT done here: the train step draws them (and records the draws).
 
@@ -57,16 +60,20 @@ class FormatRecord:
     """record -> padded fixed-shape example (a module-level class, so it pickles for workers)."""
 
     def __init__(self, bos_id: int, eos_id: int, text_len: int, num_image_tokens: int | None,
-                 with_ids: bool = False):
+                 with_ids: bool = False, instruction_len: int | None = None):
         if text_len < 2:
             raise ValueError(f"text_len must be >= 2 (BOS and EOS), got {text_len}")
+        if instruction_len is not None and instruction_len < 3:
+            raise ValueError(f"instruction_len must be >= 3 (BOS, instruction, EOS), got {instruction_len}")
         self.bos_id, self.eos_id, self.text_len = int(bos_id), int(eos_id), int(text_len)
+        self.instruction_len = None if instruction_len is None else int(instruction_len)
         self.num_image_tokens = num_image_tokens
         self.with_ids = with_ids
 
-    def pad_text(self, ids: np.ndarray) -> tuple[np.ndarray, int]:
-        """``BOS + ids + EOS`` right-padded with EOS to ``text_len`` (cut to L-1 tokens + EOS)."""
-        L = self.text_len
+    def pad_text(self, ids: np.ndarray, length: int | None = None) -> tuple[np.ndarray, int]:
+        """``BOS + ids + EOS`` right-padded with EOS to ``length`` (default ``text_len``; cut to
+        length-2 ids + EOS)."""
+        L = length or self.text_len
         out = np.full((L,), self.eos_id, dtype=np.int32)
         out[0] = self.bos_id
         n = min(len(ids), L - 2)
@@ -82,7 +89,11 @@ class FormatRecord:
         if n is not None and (in_codes.shape != (n,) or out_codes.shape != (n,)):
             raise ValueError(f"record {ex_id!r}: image codes of shapes {in_codes.shape} and {out_codes.shape}, "
                              f"expected ({n},)")
-        in_text, in_len = self.pad_text(np.asarray(rec["instruction_ids"], dtype=np.int32))
+        instruction = np.asarray(rec["instruction_ids"], dtype=np.int32)
+        if self.instruction_len is not None and len(instruction) > self.instruction_len - 2:
+            raise ValueError(f"record {ex_id!r}: its instruction has {len(instruction)} tokens, more than "
+                             f"instruction_len={self.instruction_len} holds (BOS and EOS included)")
+        in_text, in_len = self.pad_text(instruction, self.instruction_len)
         out_text, out_len = self.pad_text(np.asarray(rec["reasoning_ids"], dtype=np.int32))
         ex = {
             "input_image_codes": in_codes,
@@ -140,7 +151,8 @@ def load_split(data_dir: str | Path, split: str):
 def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int, text_len: int, seed: int,
                  shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                  process_count: int | None = None, tokens=None, checkpoint: str | Path | None = None,
-                 worker_count: int = 0, read_options=None, with_ids: bool = False):
+                 worker_count: int = 0, read_options=None, with_ids: bool = False,
+                 instruction_len: int | None = None):
     """The batched SFT pipeline (see the module docstring) as a ``grain.IterDataset``.
 
     ``tokens`` (a :class:`mmada_jax.TokenIds`) or ``checkpoint`` give BOS/EOS; by default they come
@@ -148,6 +160,7 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
     ``process_count`` default to ``jax.process_index()`` / ``jax.process_count()``.
     ``batch_size`` is per process (the global batch is ``batch_size * process_count``).
     ``read_options``: a ``grain.ReadOptions`` (default 2 threads, 16 prefetched elements).
+    ``instruction_len``: pad instructions to this many tokens instead of ``text_len``.
     """
     import grain
 
@@ -168,7 +181,7 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
     if "text_len" in meta and text_len < int(meta["text_len"]):
         warnings.warn(f"{where}: text_len={text_len} is shorter than the --text-len {meta['text_len']} the data "
                       f"was checked against; longer texts are cut to text_len-1 tokens + EOS", stacklevel=2)
-    fmt = FormatRecord(bos, eos, text_len, meta.get("num_image_tokens"), with_ids)
+    fmt = FormatRecord(bos, eos, text_len, meta.get("num_image_tokens"), with_ids, instruction_len)
 
     ds = grain.MapDataset.source(source)
     n = len(ds)

@@ -56,9 +56,11 @@ class Layout:
         return np.arange(self.text_start, self.total, dtype=np.int32)
 
     @classmethod
-    def for_training(cls, input_image_tokens: int, num_image_tokens: int, text_len: int) -> "Layout":
-        """The SFT layout: input image and instruction budgets as the output's (``text_len``)."""
-        return cls(3 + input_image_tokens + text_len, num_image_tokens, text_len)
+    def for_training(cls, input_image_tokens: int, num_image_tokens: int, text_len: int,
+                     instruction_len: int | None = None) -> "Layout":
+        """The SFT layout: the instruction budget is the output's (``text_len``, the reference's) or
+        ``instruction_len``."""
+        return cls(3 + input_image_tokens + (instruction_len or text_len), num_image_tokens, text_len)
 
 
 def input_part(tokens: TokenIds, image, text, xp=np):

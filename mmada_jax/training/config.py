@@ -53,6 +53,9 @@ class TrainConfig:
     synthetic_image_size: int = 64                 # side of the synthetic images in pixels
     tokenizer: str = "tests/fixtures/tiny_tokenizer"
     text_len: int = 32                             # L_t: instruction and reasoning budgets
+    instruction_len: int = 0                       # -M: a separate instruction budget (BOS, EOS included);
+                                                   # 0 = text_len (the reference's layout). Sample with
+                                                   # pad_instruction = this value
     # optimisation
     batch_size: int = 8                            # global batch per optimizer step
     grad_accum: int = 1                            # micro-batches per step (batch_size / grad_accum each)
@@ -137,6 +140,11 @@ class TrainConfig:
         data = validate(data, sources, defaults={k: f.default for k, f in fields.items()})
         return cls(**data)
 
+    @property
+    def instruction_budget(self) -> int:
+        """The padded instruction length: ``instruction_len``, or ``text_len`` when it is 0."""
+        return self.instruction_len or self.text_len
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -147,7 +155,8 @@ class TrainConfig:
 _INT, _FLOAT, _STR, _OPT_STR, _BOOL = "an integer", "a number", "a string", "a string (or null)", "true or false"
 _KIND = {
     "checkpoint": _STR, "model_config": _OPT_STR, "data_dir": _OPT_STR, "synthetic": _INT, "vq": _STR,
-    "synthetic_image_size": _INT, "tokenizer": _STR, "text_len": _INT, "batch_size": _INT, "grad_accum": _INT,
+    "synthetic_image_size": _INT, "tokenizer": _STR, "text_len": _INT, "instruction_len": _INT,
+    "batch_size": _INT, "grad_accum": _INT,
     "steps": _INT, "lr": _FLOAT, "warmup_steps": _INT, "min_lr_scale": _FLOAT, "b1": _FLOAT, "b2": _FLOAT,
     "adam_eps": _FLOAT, "weight_decay": _FLOAT, "max_grad_norm": _FLOAT, "text_coeff": _FLOAT,
     "image_coeff": _FLOAT, "min_masking_rate": _FLOAT, "cond_dropout_prob": _FLOAT, "objective": _STR,
@@ -158,7 +167,8 @@ _KIND = {
 # key -> (low, low included, high, high included); None: unbounded
 _RANGE = {
     "synthetic": (0, True, None, False), "synthetic_image_size": (1, True, None, False),
-    "text_len": (2, True, None, False), "batch_size": (1, True, None, False), "grad_accum": (1, True, None, False),
+    "text_len": (2, True, None, False), "instruction_len": (0, True, None, False),
+    "batch_size": (1, True, None, False), "grad_accum": (1, True, None, False),
     "steps": (1, True, None, False), "warmup_steps": (0, True, None, False), "seed": (0, True, None, False),
     "save_every": (1, True, None, False), "keep": (1, True, None, False), "log_every": (1, True, None, False),
     "max_skipped_updates": (1, True, None, False),
@@ -252,6 +262,8 @@ def validate(values: dict, sources: dict, defaults: dict | None = None) -> dict:
     if full["data_dir"] is None and full["synthetic"] <= 0:
         raise ConfigError("give data_dir (pretokenized data) or synthetic=N" +
                           (f" ({', '.join(sorted(set(sources.values())))})" if sources else ""))
+    if 0 < full["instruction_len"] < 3:
+        raise ConfigError(f"{named('instruction_len')} must be 0 (= text_len) or >= 3 (BOS + instruction + EOS)")
     if full["synthetic"] > 0 and full["text_len"] < 3:
         raise ConfigError(f"{named('text_len')} must be >= 3 to pretokenize synthetic data (BOS + text + EOS)")
     return out

@@ -71,7 +71,15 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
 
 def prepare_data(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> Path:
     """The pretokenized folder to train on: ``data_dir`` (checked, never written), or the run's
-    synthetic data (generated on first use). Cheap for ``data_dir``: call it before loading the model."""
+    synthetic data (generated on first use); with ``instruction_len``, every instruction is checked
+    to fit it. Cheap for ``data_dir``: call it before loading the model."""
+    folder = _data_folder(config, out_dir, log)
+    if config.instruction_len:
+        check_instruction_budget(folder, config.instruction_len)
+    return folder
+
+
+def _data_folder(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> Path:
     if config.data_dir is not None:
         if config.synthetic:   # TrainConfig rejects this; a hand-built object may not have been checked
             raise ConfigError("give either data_dir or synthetic, not both")
@@ -89,6 +97,18 @@ def prepare_data(config: TrainConfig, out_dir: Path, log: Callable[[str], None])
     return _synthetic_data(config, Path(out_dir), log)
 
 
+def check_instruction_budget(data_dir: Path, instruction_len: int) -> None:
+    """Every training instruction fits ``instruction_len`` tokens (BOS and EOS included); checked
+    before training starts, so a long one is an error naming it, not a failure mid-run."""
+    source, _ = load_split(data_dir, "train")
+    for i in range(len(source)):
+        rec = source[i]
+        if len(rec["instruction_ids"]) > instruction_len - 2:
+            ex_id = rec["id"].decode() if isinstance(rec["id"], bytes) else rec["id"]
+            raise ConfigError(f"instruction_len={instruction_len}: example {ex_id!r} of {data_dir} has an "
+                              f"instruction of {len(rec['instruction_ids'])} tokens (+ BOS and EOS)")
+
+
 def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], None], data_dir: Path | None = None):
     """(iterator over this process's batches of ``batch_size / process_count`` examples,
     the dataset's metadata). ``data_dir``: what :func:`prepare_data` returned (else it is called)."""
@@ -97,9 +117,10 @@ def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], N
     if config.batch_size % jax.process_count():
         raise ValueError(f"batch_size {config.batch_size} is not divisible by {jax.process_count()} processes")
     dataset = make_dataset(data_dir, "train", batch_size=config.batch_size // jax.process_count(),
-                           text_len=config.text_len, seed=config.seed, tokens=tokens)   # checks the shards
+                           text_len=config.text_len, seed=config.seed, tokens=tokens,   # checks the shards
+                           instruction_len=config.instruction_len or None)
     meta = records.describe(data_dir)
     count = meta.pop("splits").get("train", "?")
     log(f"data: {data_dir} ({count} training examples, {meta['num_image_tokens']} image tokens, "
-        f"text budget {config.text_len})")
+        f"text budget {config.text_len}, instruction budget {config.instruction_budget})")
     return iter(dataset), meta

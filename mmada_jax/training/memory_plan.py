@@ -51,7 +51,8 @@ def plan(config: TrainConfig, layout: DataLayout = DEFAULT_LAYOUT, per_device_ba
         abstract_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                                       abstract_state, shardings)
         objective = make_objective(config, model_config, layout)
-        batch = abstract_batch(objective, layout, config.text_len, config.grad_accum, config.micro_batch)
+        batch = abstract_batch(objective, layout, config.text_len, config.grad_accum, config.micro_batch,
+                               config.instruction_budget)
         b_shardings = batch_shardings(batch, mesh)
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_shardings[k]) for k, v in batch.items()}
         step = make_train_step(graphdef, config, objective)

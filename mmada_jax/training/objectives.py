@@ -80,6 +80,9 @@ def resolve(config: TrainConfig, model_config: ModelConfig) -> str:
 def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataLayout) -> Objective:
     tokens, n, length = model_config.tokens, layout.num_image_tokens, config.text_len
     name = resolve(config, model_config)
+    if name == "parallel_a" and config.instruction_len:
+        raise ConfigError(f"instruction_len={config.instruction_len}: only for MMaDA-Parallel-M (-A lays its "
+                          f"instruction out in the system turn)")
     if name == "parallel_m":
         def loss(model, micro, key):
             b = micro["output_image_codes"].shape[0]
@@ -87,7 +90,7 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
                                       eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
             return sft_m.sft_forward(model, inputs, num_image_tokens=n, text_len=length,
                                      text_coeff=config.text_coeff, image_coeff=config.image_coeff)
-        layout = LayoutM.for_training(n, n, length)
+        layout = LayoutM.for_training(n, n, length, config.instruction_budget)
         return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
 
     if not layout.system_ids:
@@ -111,17 +114,18 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
         static["answer_len"] = inputs.answer_len
         return inputs.input_ids
     width = jax.eval_shape(probe, {k: jax.ShapeDtypeStruct((1,) + s, np.int32) for k, s in
-                                   _batch_shapes(n, length).items()}, jax.random.key(0)).shape[1]
+                                   _batch_shapes(n, length, length).items()}, jax.random.key(0)).shape[1]
     return Objective(name, loss, width, static["answer_len"], M_KEYS + ("has_input_image",))
 
 
-def _batch_shapes(n: int, length: int) -> dict:
-    return {"input_image_codes": (n,), "output_image_codes": (n,), "input_text": (length,),
+def _batch_shapes(n: int, length: int, instruction_len: int) -> dict:
+    return {"input_image_codes": (n,), "output_image_codes": (n,), "input_text": (instruction_len,),
             "output_text": (length,), "input_text_len": (), "output_text_len": (), "has_input_image": ()}
 
 
-def abstract_batch(objective: Objective, layout: DataLayout, text_len: int, grad_accum: int, micro: int) -> dict:
+def abstract_batch(objective: Objective, layout: DataLayout, text_len: int, grad_accum: int, micro: int,
+                   instruction_len: int | None = None) -> dict:
     """ShapeDtypeStructs of a step's batch [grad_accum, micro, ...] (for AOT compilation)."""
-    shapes = _batch_shapes(layout.num_image_tokens, text_len)
+    shapes = _batch_shapes(layout.num_image_tokens, text_len, instruction_len or text_len)
     return {k: jax.ShapeDtypeStruct((grad_accum, micro) + shapes[k], np.bool_ if k == "has_input_image" else np.int32)
             for k in objective.batch_keys}
