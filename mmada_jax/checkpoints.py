@@ -176,7 +176,7 @@ def _read_json_item(step: Path, item: str) -> dict | None:
     import orbax.checkpoint as ocp
     handler = ocp.JsonCheckpointHandler()
     try:
-        return handler.restore(step / item)
+        return handler.restore((step / item).absolute())   # Orbax refuses relative paths
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"{step / item}: cannot read the training checkpoint's {item!r} item: {e}") from None
     finally:
@@ -257,10 +257,11 @@ def open_checkpoint(path: str | Path, kind: str | None = None, *,
 # ------------------------------------------------------------------------------ restore
 
 def _params_item(ckpt: Checkpoint) -> tuple[Path, tuple[str, ...]]:
-    """(Orbax item directory, path of the parameter tree inside it)."""
+    """(Orbax item directory, absolute: Orbax refuses relative paths; path of the parameter tree
+    inside it)."""
     if ckpt.format == TRAINING:
-        return ckpt.path / STATE_ITEM, ("params",)
-    params = ckpt.path / PARAMS_DIR
+        return (ckpt.path / STATE_ITEM).absolute(), ("params",)
+    params = ckpt.path.absolute() / PARAMS_DIR
     if (params / STATE_ITEM).is_dir():   # convert_to_orbax / save_model
         return params / STATE_ITEM, ()
     if params.is_dir():                  # save_model before the state item: the tree at the root

@@ -43,3 +43,12 @@ def test_shipped_text_tokenizer_fits_the_model_layout():
         ex = make_example(3_000_017, i, 64)
         for text in filter(None, (ex.instruction, ex.reasoning)):
             assert tok.decode(tok.encode(text)) == text
+
+
+def test_shipped_tokenizer_loads_from_a_relative_path(monkeypatch):
+    """Orbax refuses relative paths; the loaders make them absolute (``--vq demo/...`` works)."""
+    from pathlib import Path
+    from mmada_jax.checkpoints import load_vq
+    monkeypatch.chdir(DEMO.parent)
+    tok = load_vq(Path(DEMO.name) / "vqvae")
+    assert tok.model.config.resolution > 0
