@@ -259,9 +259,10 @@ def open_checkpoint(path: str | Path, kind: str | None = None, *,
 def _params_item(ckpt: Checkpoint) -> tuple[Path, tuple[str, ...]]:
     """(Orbax item directory, absolute: Orbax refuses relative paths; path of the parameter tree
     inside it)."""
+    root = ckpt.path.absolute()
     if ckpt.format == TRAINING:
-        return (ckpt.path / STATE_ITEM).absolute(), ("params",)
-    params = ckpt.path.absolute() / PARAMS_DIR
+        return root / STATE_ITEM, ("params",)
+    params = root / PARAMS_DIR
     if (params / STATE_ITEM).is_dir():   # convert_to_orbax / save_model
         return params / STATE_ITEM, ()
     if params.is_dir():                  # save_model before the state item: the tree at the root
