@@ -56,6 +56,22 @@ def test_parallel_sft_inputs_and_loss():
         np.testing.assert_allclose(float(parts[name]), g[f"m__{name}"], rtol=RTOL, err_msg=name)
 
 
+def test_parallel_sft_without_padding_bias_sees_the_sequence_as_sampling_does():
+    """``padding_bias=False`` (not the reference) is the loss of the model run with no attention
+    mask, as the sampler runs it; with padding in the batch it differs from the reference's."""
+    from mmada_jax.parallel_m.sft import sft_loss
+    _, model, inputs, n, length = _sft_case()
+    assert not np.asarray(inputs.attention_mask).all()        # the case has EOS padding to leak
+    ours = parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length, padding_bias=False)
+    out = inputs.input_ids.shape[1] - (n + 2 + length)
+    logits = model(inputs.input_ids)[:, out:]
+    want = sft_loss(logits, inputs.labels[:, out:], inputs.t, num_image_tokens=n)
+    for name in ("loss", "text_loss", "image_loss"):
+        np.testing.assert_allclose(float(ours[name]), float(want[name]), rtol=RTOL, err_msg=name)
+    reference = parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length)
+    assert abs(float(reference["loss"]) - float(ours["loss"])) > 1e-4
+
+
 def test_parallel_sft_gradients():
     g, model, inputs, n, length = _sft_case()
     grads = nnx.grad(lambda m: parallel_sft_forward(m, inputs, num_image_tokens=n, text_len=length)["loss"])(model)

@@ -39,7 +39,7 @@ def _image_size(vq) -> int:
 
 
 def _config(data_dir, out_dir, **kw):
-    base = dict(checkpoint=str(golden_path("mmada_tiny")), data_dir=str(data_dir), text_len=TEXT_LEN, batch_size=8,
+    base = dict(checkpoint=str(golden_path("mmada_tiny")), data_dir=data_dir and str(data_dir), text_len=TEXT_LEN, batch_size=8,
                 steps=6, lr=3e-3, warmup_steps=2, out_dir=str(out_dir), save_every=3, log_every=1, mesh="fsdp=8")
     base.update(kw)
     return TrainConfig(**base)
@@ -84,11 +84,14 @@ def test_instruction_len_shortens_the_sequence(data_dir, tmp_path):
     assert not (tmp_path / "short" / "checkpoints").exists()
 
 
-def test_instruction_len_is_for_parallel_m_only(tmp_path):
+def test_instruction_len_and_padding_bias_are_for_parallel_m_only(tmp_path):
     from mmada_jax.config import ConfigError, load_config
     from mmada_jax.training.objectives import DataLayout, make_objective
     config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), instruction_len=8)
     with pytest.raises(ConfigError, match="instruction_len=8: only for MMaDA-Parallel-M"):
+        make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
+    config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), padding_bias=False)
+    with pytest.raises(ConfigError, match="padding_bias=false: only for MMaDA-Parallel-M"):
         make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
 
 
@@ -191,3 +194,18 @@ def test_a_trained_run_samples_and_exports(data_dir, tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "hf/config.json").exists() and list((tmp_path / "hf").glob("*.safetensors"))
+
+
+def test_synthetic_data_of_another_world_version_is_not_reused(tmp_path):
+    """A run's generated data is stamped with its recipe, the world's version included: a folder
+    made by an older generator (other reasoning texts) is an error naming what differs."""
+    from mmada_jax.config import ConfigError
+    from mmada_jax.data.synthetic import WORLD_VERSION
+    from mmada_jax.training.data import SYNTHETIC_DIR, prepare_data
+    config = _config(None, tmp_path / "run", synthetic=8)
+    stamp = tmp_path / "run" / SYNTHETIC_DIR / "synthetic.json"
+    stamp.parent.mkdir(parents=True)
+    stamp.write_text(json.dumps({"synthetic": 8, "seed": config.seed, "image_size": config.synthetic_image_size,
+                                 "text_len": config.text_len}))
+    with pytest.raises(ConfigError, match=f"world=None there, {WORLD_VERSION} now"):
+        prepare_data(config, tmp_path / "run", log=lambda *_: None)

@@ -27,8 +27,8 @@ input and output scenes differ (none for ``no_instruction``: then every slot is 
 Metrics:
 
 * **Text Quality**: 100 when the text parses with the generator's reasoning templates (each scene
-  description must round-trip through ``Scene.describe()`` exactly, the instruction must match an
-  instruction template and the "what happens" sentence the same task's sentence). Otherwise
+  description must round-trip through ``Scene.slots()`` exactly, and an edit's "what happens"
+  sentence must be one task's sentence). Otherwise
   ``20 * [no mask markers] + 20 * (fraction of words in the world's vocabulary)``.
 * **Text Alignment**: the fraction of slots where the result scene the text states (the last scene
   description, when the text does not parse strictly) equals the ground-truth output scene. For
@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import string
 from pathlib import Path
 from typing import Any
 
@@ -116,27 +115,6 @@ def _alt(words) -> str:
 
 
 _COLOR, _BG, _SHAPE, _CELL = _alt(syn.COLORS), _alt(syn.BACKGROUNDS), _alt(syn.SHAPES), _alt(syn.CELLS)
-_ITEM = rf"an? {_COLOR} {_SHAPE} in the {_CELL}"
-_DESC = rf"(?:nothing|{_ITEM}(?:, {_ITEM})*(?: and {_ITEM})?) on an? {_BG} background"
-_ITEM_RE = re.compile(rf"an? ({_COLOR}) ({_SHAPE}) in the ({_CELL})")
-_DESC_RE = re.compile(r"\b" + _DESC)
-_DESC_TAIL_RE = re.compile(rf"^(.*) on an? ({_BG}) background$")
-
-_FIELD = {"color": _COLOR, "new": _COLOR, "new_color": _COLOR, "shape": _SHAPE, "new_shape": _SHAPE,
-          "cell": _CELL, "bg": _BG, "scene": _DESC}
-
-
-def _template_regex(template: str) -> str:
-    out = []
-    for literal, field, _, _ in string.Formatter().parse(template):
-        out.append(re.escape(literal))
-        if field is not None:
-            out.append(f"(?P<{field}>{_FIELD[field]})")
-    return "".join(out)
-
-
-_INSTRUCTION_RES = {task: [re.compile(_template_regex(t)) for t in temps]
-                    for task, temps in syn.TEMPLATES.items() if task in syn.EDIT_TASKS}
 _WHAT_RES = {
     "background": re.compile(rf"Only the background changes from (?P<old>{_BG}) to (?P<bg>{_BG}); "
                              r"the shapes stay where they are\."),
@@ -149,14 +127,16 @@ _WHAT_RES = {
     "move": re.compile(rf"The (?P<color>{_COLOR}) (?P<shape>{_SHAPE}) is in the (?P<cell>{_CELL}); it moves to "
                        rf"the empty (?P<target>{_CELL})\. Everything else stays the same\."),
 }
+_SLOT = rf"(?:{_COLOR} {_SHAPE}|{re.escape(syn.NO_SHAPE)})"
+_SLOTS = rf"{_BG} background" + "".join(rf"; {re.escape(c)}: {_SLOT}" for c in syn.CELLS)
+_SLOTS_RE = re.compile(rf"({_BG}) background" + "".join(rf"; {re.escape(c)}: ({_SLOT})" for c in syn.CELLS))
 _FORMS = {
-    "edit": re.compile(rf"The input image shows (?P<inp>{_DESC})\. The instruction is: (?P<instr>.+?) "
-                       rf"(?P<what>(?:The|Only) .+) The edited image shows (?P<out>{_DESC})\."),
-    "t2i": re.compile(rf"There is no input image, so I draw a new one\. The request asks for (?P<req>{_DESC})\. "
-                      rf"The image shows (?P<out>{_DESC})\."),
-    "no_instruction": re.compile(rf"The input image shows (?P<inp>{_DESC})\. No edit is requested, so the image "
-                                 rf"stays unchanged: it shows (?P<out>{_DESC})\."),
-    "unconditional": re.compile(rf"There is no input image and no instruction\. I draw (?P<out>{_DESC})\."),
+    "edit": re.compile(rf"The input image shows: (?P<inp>{_SLOTS})\. (?P<what>(?:The|Only) .+) "
+                       rf"The edited image shows: (?P<out>{_SLOTS})\."),
+    "t2i": re.compile(rf"There is no input image, so I draw a new one\. The image shows: (?P<out>{_SLOTS})\."),
+    "no_instruction": re.compile(rf"The input image shows: (?P<inp>{_SLOTS})\. No edit is requested, so the image "
+                                 rf"stays unchanged\. The edited image shows: (?P<out>{_SLOTS})\."),
+    "unconditional": re.compile(rf"There is no input image and no instruction\. The image shows: (?P<out>{_SLOTS})\."),
 }
 _VOCAB = None
 
@@ -171,19 +151,15 @@ def _vocab() -> set[str]:
     return _VOCAB
 
 
-def parse_description(desc: str) -> syn.Scene | None:
-    """The scene of a ``Scene.describe()`` string, or None unless it round-trips exactly."""
-    m = _DESC_TAIL_RE.match(desc)
+def parse_slots(desc: str) -> syn.Scene | None:
+    """The scene of a ``Scene.slots()`` string, or None unless it round-trips exactly."""
+    m = _SLOTS_RE.fullmatch(desc)
     if m is None:
         return None
-    shapes = [(cell, kind, color) for color, kind, cell in _ITEM_RE.findall(m.group(1))]
-    cells = {c: (k, col) for c, k, col in shapes}
-    if len(cells) != len(shapes):
-        return None
-    scene = syn.Scene(m.group(2), ()).with_shapes(cells)
-    if scene.describe() != desc or not valid_scene(scene):
-        return None
-    return scene
+    cells = {cell: tuple(slot.split(" ")[::-1]) for cell, slot in zip(syn.CELLS, m.groups()[1:])
+             if slot != syn.NO_SHAPE}
+    scene = syn.Scene(m.group(1), ()).with_shapes(cells)
+    return scene if valid_scene(scene) and scene.slots() == desc else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,7 +167,6 @@ class ParsedReasoning:
     form: str                       # "edit", "t2i", "no_instruction", "unconditional"
     task: str | None                # the edit task of the stated instruction (edit form only)
     input_scene: syn.Scene | None   # the input the text states (edit / no_instruction)
-    instruction: str | None         # the instruction the text quotes (edit form only)
     output_scene: syn.Scene         # the result the text states
 
 
@@ -202,22 +177,20 @@ def parse_reasoning(text: str) -> ParsedReasoning | None:
         m = rx.fullmatch(text)
         if m is None:
             continue
-        out = parse_description(m.group("out"))
+        out = parse_slots(m.group("out"))
         if out is None:
             return None
-        if form == "unconditional":
-            return ParsedReasoning(form, None, None, None, out)
-        if form == "t2i":
-            return ParsedReasoning(form, None, None, None, out) if parse_description(m.group("req")) == out else None
-        inp = parse_description(m.group("inp"))
+        if form in ("unconditional", "t2i"):
+            return ParsedReasoning(form, None, None, out)
+        inp = parse_slots(m.group("inp"))
         if inp is None:
             return None
         if form == "no_instruction":
-            return ParsedReasoning(form, None, inp, None, out) if inp == out else None
-        instr, what = m.group("instr"), m.group("what")
-        for task, rxs in _INSTRUCTION_RES.items():
-            if any(r.fullmatch(instr) for r in rxs) and _WHAT_RES[task].fullmatch(what):
-                return ParsedReasoning(form, task, inp, instr, out)
+            return ParsedReasoning(form, None, inp, out) if inp == out else None
+        what = m.group("what")
+        for task, rx_what in _WHAT_RES.items():
+            if rx_what.fullmatch(what):
+                return ParsedReasoning(form, task, inp, out)
         return None
     return None
 
@@ -227,9 +200,8 @@ def stated_scene(text: str) -> syn.Scene | None:
     parsed = parse_reasoning(text)
     if parsed is not None:
         return parsed.output_scene
-    for m in reversed(list(_DESC_RE.finditer(text))):
-        # a description match may start inside a longer one: try the longest ending here first
-        scene = parse_description(m.group(0))
+    for m in reversed(list(_SLOTS_RE.finditer(text))):
+        scene = parse_slots(m.group(0))
         if scene is not None:
             return scene
     return None

@@ -115,12 +115,18 @@ def sft_loss(logits_out: jax.Array, labels_out: jax.Array, t: jax.Array, *, num_
 
 
 def sft_forward(model, inputs: SFTInputs, *, num_image_tokens: int, text_len: int, text_coeff: float = 1.0,
-                image_coeff: float = 1.0) -> dict[str, jax.Array]:
-    """Model forward (additive 0/1 attention bias, as MMaDA-Parallel-M trains) and the SFT loss;
-    the head runs only on the output part."""
+                image_coeff: float = 1.0, padding_bias: bool = True) -> dict[str, jax.Array]:
+    """Model forward and the SFT loss; the head runs only on the output part.
+
+    ``padding_bias``: the additive 0/1 attention bias of the reference (0 on the EOS padding of
+    both texts). It tells the model where the reasoning ends, which sampling does not know (the
+    sampler attends every position of an unpadded row alike); ``False`` trains without it, on
+    sequences seen exactly as the sampler sees them.
+    """
     total = inputs.input_ids.shape[1]
     layout = Layout(total - (num_image_tokens + 2 + text_len), num_image_tokens, text_len)
     out_positions = jnp.arange(layout.input_len, layout.total)
-    logits = model(inputs.input_ids, inputs.attention_mask, mask_mode="additive", positions=out_positions)
+    mask = inputs.attention_mask if padding_bias else None
+    logits = model(inputs.input_ids, mask, mask_mode="additive", positions=out_positions)
     return sft_loss(logits, inputs.labels[:, layout.input_len:], inputs.t, num_image_tokens=num_image_tokens,
                     text_coeff=text_coeff, image_coeff=image_coeff)

@@ -74,6 +74,9 @@ class TrainConfig:
     cond_dropout_prob: float = 0.1
     objective: str = "auto"                        # parallel_m | parallel_a | auto (by the checkpoint's kind)
     mask_padding: bool = False                     # -A: mask the 0-padding out of attention (reference: attended)
+    padding_bias: bool = True                      # -M: the reference's additive 0/1 attention bias, 0 on the EOS
+                                                   # padding of both texts; false: no attention mask, as sampling
+                                                   # sees the sequence (the bias leaks the reasoning's length)
     max_skipped_updates: int = 5                   # stop (error) after this many consecutive non-finite updates
     # numerics and parallelism
     param_dtype: str = "float32"                   # master weights
@@ -160,7 +163,7 @@ _KIND = {
     "steps": _INT, "lr": _FLOAT, "warmup_steps": _INT, "min_lr_scale": _FLOAT, "b1": _FLOAT, "b2": _FLOAT,
     "adam_eps": _FLOAT, "weight_decay": _FLOAT, "max_grad_norm": _FLOAT, "text_coeff": _FLOAT,
     "image_coeff": _FLOAT, "min_masking_rate": _FLOAT, "cond_dropout_prob": _FLOAT, "objective": _STR,
-    "mask_padding": _BOOL, "max_skipped_updates": _INT, "param_dtype": _STR, "dtype": _STR,
+    "mask_padding": _BOOL, "padding_bias": _BOOL, "max_skipped_updates": _INT, "param_dtype": _STR, "dtype": _STR,
     "remat_policy": _STR, "mesh": _STR, "seed": _INT, "out_dir": _STR, "save_every": _INT, "keep": _INT,
     "log_every": _INT, "peak_tflops_per_device": _FLOAT,
 }

@@ -28,8 +28,9 @@ SYNTHETIC_DIR = "synthetic_data"
 
 
 def _synthetic_recipe(config: TrainConfig) -> dict:
+    from ..data.synthetic import WORLD_VERSION
     return {"synthetic": config.synthetic, "seed": config.seed, "image_size": config.synthetic_image_size,
-            "text_len": config.text_len}
+            "text_len": config.text_len, "world": WORLD_VERSION}
 
 
 def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> Path:

@@ -83,13 +83,16 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
     if name == "parallel_a" and config.instruction_len:
         raise ConfigError(f"instruction_len={config.instruction_len}: only for MMaDA-Parallel-M (-A lays its "
                           f"instruction out in the system turn)")
+    if name == "parallel_a" and not config.padding_bias:
+        raise ConfigError("padding_bias=false: only for MMaDA-Parallel-M (-A: mask_padding)")
     if name == "parallel_m":
         def loss(model, micro, key):
             b = micro["output_image_codes"].shape[0]
             inputs = sft_m.sft_inputs(tokens, micro, sft_m.random_draws(key, b, n, length),
                                       eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
             return sft_m.sft_forward(model, inputs, num_image_tokens=n, text_len=length,
-                                     text_coeff=config.text_coeff, image_coeff=config.image_coeff)
+                                     text_coeff=config.text_coeff, image_coeff=config.image_coeff,
+                                     padding_bias=config.padding_bias)
         layout = LayoutM.for_training(n, n, length, config.instruction_budget)
         return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
 
