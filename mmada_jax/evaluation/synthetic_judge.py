@@ -128,8 +128,8 @@ _WHAT_RES = {
                        rf"the empty (?P<target>{_CELL})\. Everything else stays the same\."),
 }
 _SLOT = rf"(?:{_COLOR} {_SHAPE}|{re.escape(syn.NO_SHAPE)})"
-_SLOTS = rf"{_BG} background" + "".join(rf"; {re.escape(c)}: {_SLOT}" for c in syn.CELLS)
 _SLOTS_RE = re.compile(rf"({_BG}) background" + "".join(rf"; {re.escape(c)}: ({_SLOT})" for c in syn.CELLS))
+_SLOTS = _SLOTS_RE.pattern
 _FORMS = {
     "edit": re.compile(rf"The input image shows: (?P<inp>{_SLOTS})\. (?P<what>(?:The|Only) .+) "
                        rf"The edited image shows: (?P<out>{_SLOTS})\."),
