@@ -5,8 +5,8 @@ square, triangle), each in one cell of a 2x2 grid ("top left", "top right", "bot
 "bottom right"); no two shapes share both colour and kind, so every shape can be named
 unambiguously. An edit instruction from templates (recolour, remove, add, move, change the
 background) is applied to give the output image, and a templated reasoning text describes the
-input scene (cell by cell, :meth:`Scene.slots`), the edit and the result. Everything is drawn without anti-aliasing, so pixel colours
-are exact and the edit is visible pixel for pixel. The reasoning is a function of the instruction
+input scene (cell by cell, :meth:`Scene.slots`), the edit and the result. Everything is drawn
+without anti-aliasing, so pixel colours are exact and the edit is visible pixel for pixel. The reasoning is a function of the instruction
 and the input image only, and so is the output image: a model can learn the task exactly.
 
 A fraction of the examples (``t2i_fraction``, default 10%) are "t2i-style": no input image and a
