@@ -3,7 +3,8 @@
 Sample every benchmark item with `sample parallel` (same model and sampler flags), judge each sample
 with ParaBench's metrics and write OUT/results.jsonl, OUT/summary.json, OUT/summary.md and
 OUT/report.html (see mmada_jax.evaluation.run). A rerun with the same --out samples only the items
-not yet in OUT/results.jsonl. Without --checkpoint it runs the tiny test checkpoint (RANDOM weights).
+not yet in OUT/results.jsonl. Without --checkpoint it runs the demo MMaDA-Parallel-M of the synthetic
+world (demo/parallel_m_shapes; with --model a: the tiny random -A test checkpoint).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--benchmark", type=Path, required=True, help="benchmark JSONL (input images relative to it)")
     p.add_argument("--judge", default="synthetic", help="judge name (default: synthetic)")
     p.add_argument("--out", type=Path, required=True, help="output folder (a rerun resumes)")
-    p.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the tiny test one)")
+    p.add_argument("--checkpoint", type=Path, help="model checkpoint (default: the demo model)")
     p.add_argument("--vq", "--vae_ckpt", type=Path, help="image tokenizer checkpoint (default: the checkpoint's)")
     p.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: the checkpoint's)")
     p.add_argument("--dtype", default=None, help="float32 or bfloat16 (default: as stored)")
@@ -40,13 +41,15 @@ def _run(args) -> int:
     from mmada_jax.evaluation import get_judge
     from mmada_jax.evaluation.run import evaluate
     from mmada_jax.sharding import parse_mesh
-    from mmada_jax.app.cli import TINY, TINY_A, choose_task
+    from mmada_jax.app.cli import DEMO, TINY_A, choose_task
 
-    if args.checkpoint is None:
-        tiny = TINY_A if args.model == "a" else TINY
-        print(f"no --checkpoint: using the tiny test checkpoint {tiny['checkpoint']} (RANDOM weights)")
-        args.checkpoint, args.vq = tiny["checkpoint"], args.vq or tiny["vq"]
-        args.tokenizer = args.tokenizer or tiny["tokenizer"]
+    if args.checkpoint is None and args.model == "a":
+        print(f"no --checkpoint: using the tiny test checkpoint {TINY_A['checkpoint']} (RANDOM weights)")
+        args.checkpoint, args.vq = TINY_A["checkpoint"], args.vq or TINY_A["vq"]
+        args.tokenizer = args.tokenizer or TINY_A["tokenizer"]
+    elif args.checkpoint is None:
+        print(f"no --checkpoint: using the demo model {DEMO['checkpoint']}")
+        args.checkpoint = DEMO["checkpoint"]
     ckpt = open_checkpoint(args.checkpoint)
     task, settings, options = choose_task("parallel", args, ckpt.kind)
     vq = args.vq or ckpt.vq_dir

@@ -1,9 +1,10 @@
 """A training run (or one of its checkpoints) as a self-contained converted checkpoint.
 
 ``python -m train.export RUN DST`` writes into ``DST``: the trained transformer (``config.yaml``,
-``params/``, ``checksums.json``: what :func:`~mmada_jax.checkpoints.save_model` writes), the run's
-text tokenizer in ``hf/`` and its image tokenizer, as a converted checkpoint, in ``vqvae/``: the
-layout :func:`~mmada_jax.checkpoints.open_checkpoint` reads, so ``--checkpoint DST`` alone runs every
+``params/``, ``checksums.json``: what :func:`~mmada_jax.checkpoints.save_model` writes), the
+budgets it trained with as sampling defaults (``sampling.yaml``, -M; merged into an existing one),
+the run's text tokenizer in ``hf/`` and its image tokenizer, as a converted checkpoint, in
+``vqvae/``: the layout :func:`~mmada_jax.checkpoints.open_checkpoint` reads, so ``--checkpoint DST`` alone runs every
 command. A side folder that ``DST`` already holds because the run trained with it (``tokenizer:
 DST/hf``, ``vq: DST/vqvae``, the demo models' case) is left as it is.
 
@@ -18,6 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import yaml
+
+from .app.cli import SAMPLING_FILE, run_sampling_defaults
 from .checkpoints import CONFIG_FILE, TRAINING, VQ_SUBFOLDER, load_model, load_vq, open_checkpoint, save_model, save_vq
 from .convert import CHECKSUMS_FILE, HF_DIR, PARAMS_DIR
 from .hf_io import CheckpointError
@@ -34,6 +38,8 @@ def export_run(src: str | Path, dst: str | Path, *, overwrite: bool = False, log
         raise CheckpointError(f"{src}: a {ckpt.format} checkpoint, not a training run (it can be used as it is)")
     dst = Path(dst)
     entries = [CONFIG_FILE, PARAMS_DIR, CHECKSUMS_FILE]
+    sampling = run_sampling_defaults(ckpt.path)
+    entries += [SAMPLING_FILE] * bool(sampling)
     copy_tokenizer = ckpt.tokenizer_dir is not None and not _same(ckpt.tokenizer_dir, dst / HF_DIR)
     copy_vq = ckpt.vq_dir is not None and not _same(ckpt.vq_dir, dst / VQ_SUBFOLDER)
     entries += [HF_DIR] * copy_tokenizer + [VQ_SUBFOLDER] * copy_vq
@@ -45,6 +51,12 @@ def export_run(src: str | Path, dst: str | Path, *, overwrite: bool = False, log
     try:
         model, _ = load_model(ckpt)
         save_model(model, stage)
+        if sampling:   # merged into an existing file: settings chosen there by hand stay
+            old = yaml.safe_load((dst / SAMPLING_FILE).read_text()) if (dst / SAMPLING_FILE).is_file() else None
+            merged = old if isinstance(old, dict) else {}
+            for task, values in sampling.items():
+                merged[task] = {**(merged.get(task) or {}), **values}
+            (stage / SAMPLING_FILE).write_text(yaml.safe_dump(merged, sort_keys=False))
         if copy_tokenizer:
             shutil.copytree(ckpt.tokenizer_dir, stage / HF_DIR)
         if copy_vq:

@@ -9,10 +9,12 @@
   text      prompt -> text (LLaDA)
   logits    what the model predicts at the masked positions of a sequence
 
-Without --checkpoint every subcommand runs the tiny test checkpoint (tests/golden/mmada_tiny),
-its MAGVIT-v2 (tests/golden/magvitv2_tiny) and a character-level test tokenizer; `parallel
---model a` runs tests/golden/dimoo_tiny with tests/golden/amused_vq_tiny. Their weights are
-RANDOM, so the pictures and texts show the pipeline, not a trained model.
+Without --checkpoint, `parallel` runs the trained demo MMaDA-Parallel-M of the synthetic shapes
+world (demo/parallel_m_shapes: its tokenizers, sampling defaults, and an input image and
+instruction of the world), so it writes a real edit and its reasoning. The other subcommands, and
+`parallel --model a`, run the tiny test checkpoints (tests/golden/mmada_tiny with
+tests/golden/magvitv2_tiny and a character-level tokenizer; tests/golden/dimoo_tiny with
+tests/golden/amused_vq_tiny): their weights are RANDOM, so their outputs show the pipeline only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmada_jax.app.cli import ROOT, SUBCOMMANDS, TINY, TINY_A, choose_task, subcommand_tasks
+from mmada_jax.app.cli import DEMO, ROOT, SUBCOMMANDS, TINY, TINY_A, choose_task, demo_example, subcommand_tasks
 
 NEEDS_VQ = {"parallel", "t2i", "mmu"}
 
@@ -29,7 +31,7 @@ NEEDS_VQ = {"parallel", "t2i", "mmu"}
 def _common(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--checkpoint", type=Path, help="converted, HF or training checkpoint, or a training run "
-                   "(default: the tiny test one)")
+                   "(default: the demo model for parallel, else the tiny test one)")
     if command in NEEDS_VQ:
         g.add_argument("--vq", "--vae_ckpt", type=Path, help="image tokenizer checkpoint (default: the checkpoint's)")
     g.add_argument("--tokenizer", type=Path, help="tokenizer directory (default: the checkpoint's)")
@@ -79,7 +81,17 @@ def parse(argv=None) -> argparse.Namespace:
 
 
 def _defaults(args) -> None:
-    """Fill the tiny demo's paths when no checkpoint is given."""
+    """Fill the demo's paths (``parallel``) or the tiny test checkpoint's when no checkpoint is given."""
+    if args.checkpoint is None and args.command == "parallel" and getattr(args, "model", None) != "a":
+        print(f"no --checkpoint: using the demo model {DEMO['checkpoint'].relative_to(ROOT)} (trained on the "
+              f"synthetic shapes world)")
+        args.checkpoint = DEMO["checkpoint"]
+        if args.prompt is None and args.prompts is None and args.image is None:   # the world's example request
+            item, root = demo_example()
+            args.prompt = item["instruction"]
+            args.image = [str(root / item["input_image"])] if item.get("input_image") else None
+            print(f"no --prompt: the demo's example request {args.prompt!r}" +
+                  (f" on {Path(args.image[0]).relative_to(ROOT)}" if args.image else ""))
     if args.checkpoint is None:
         tiny = TINY_A if getattr(args, "model", None) == "a" else TINY
         print(f"no --checkpoint: using the tiny test checkpoint {tiny['checkpoint'].relative_to(ROOT)} "

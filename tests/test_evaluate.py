@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -30,7 +31,8 @@ def test_benchmark_end_to_end_and_resume(tmp_path):
     assert len(items) == 3 and all(it["input_image"] for it in items)
     assert all((tmp_path / "bench" / it["input_image"]).exists() for it in items)
     out = tmp_path / "out"
-    r = _evaluate("--benchmark", bench, "--judge", "synthetic", "--out", out, *TINY_SETTINGS)
+    # --out relative to the working directory (the judge reads other relative paths from the benchmark's folder)
+    r = _evaluate("--benchmark", bench, "--judge", "synthetic", "--out", os.path.relpath(out, ROOT), *TINY_SETTINGS)
     assert r.returncode == 0, r.stderr
     assert "3 to sample" in r.stdout and "items/s" in r.stdout and "ETA" in r.stdout
     for name in ("run.json", "results.jsonl", "summary.json", "summary.md", "report.html"):

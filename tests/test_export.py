@@ -68,7 +68,27 @@ def test_export_is_a_self_contained_checkpoint(run_dir, tmp_path):
     assert (dst / "README.md").read_text() == "mine"
     assert (dst / "checksums.json").read_bytes() == before
     assert sorted(p.name for p in dst.iterdir()) == ["README.md", "checksums.json", "config.yaml", "hf", "params",
-                                                     "vqvae"]
+                                                     "sampling.yaml", "vqvae"]
+
+
+def test_run_and_export_sample_with_the_budgets_the_run_trained_with(run_dir, tmp_path):
+    """A run's text budget and instruction padding are its sampling defaults, without flags, and
+    its export carries them in sampling.yaml."""
+    from mmada_jax.app.cli import checkpoint_defaults
+    from mmada_jax.app.tasks import TASKS
+    from mmada_jax.export import export_run
+    task = TASKS["parallel_m"]()
+    train = open_checkpoint(run_dir).train_config
+    expected = {"text_len": train["text_len"], "pad_instruction": train["instruction_len"] or train["text_len"]}
+    assert expected["text_len"] != task.settings().text_len       # else the check below proves nothing
+    assert checkpoint_defaults(run_dir, task) == expected
+    export_run(run_dir, tmp_path / "model", log=lambda *_: None)
+    assert checkpoint_defaults(tmp_path / "model", task) == expected
+    # a re-export keeps the settings chosen by hand in sampling.yaml and renews the budgets
+    (tmp_path / "model" / "sampling.yaml").write_text("parallel_m: {text_len: 7, image_cfg: 0.0}\n")
+    export_run(run_dir, tmp_path / "model", overwrite=True, log=lambda *_: None)
+    assert checkpoint_defaults(tmp_path / "model", task) == {**expected, "image_cfg": 0.0}
+    assert checkpoint_defaults(golden_path("mmada_tiny"), task) == {}     # a converted checkpoint has none
 
 
 def test_export_keeps_side_folders_the_run_trained_with(run_dir):

@@ -194,11 +194,21 @@ def test_text_describing_another_scene(judge):
         ex = EXAMPLES[task][0]
         other = syn.Scene("gray" if ex.output_scene.background != "gray" else "white",
                           (("top left", "triangle", "purple"), ("bottom right", "square", "cyan")))
-        head, _, _ = ex.reasoning.rpartition(" shows: ")   # the stated result is another scene
-        text = f"{head} shows: {other.slots()}."
+        marker = "The image shows: " if task == "t2i" else "The edited image shows: "
+        text = ex.reasoning.replace(marker + ex.output_scene.slots(), marker + other.slots())
+        assert text != ex.reasoning                          # the stated result is another scene
         s = _score(judge, ex, text=text)
         assert s["Text Alignment"] < 100 and s["Output Alignment"] < 100, task
         _assert_full(s, [m for m in IMAGE_METRICS if m in s] + ["Text Quality"])
+
+
+def test_a_garbled_result_is_not_read_from_the_input_description(judge):
+    ex = EXAMPLES["recolor"][0]
+    out = ex.output_scene.slots()
+    garbled = ex.reasoning.replace(out, out.replace(" background;", " background:"))
+    assert sj.stated_scene(garbled) is None
+    s = _score(judge, ex, text=garbled)
+    assert s["Text Alignment"] == 0 and s["Output Alignment"] == 0 and s["Text Quality"] < 100
 
 
 def test_masks_left_in_the_text(judge):

@@ -20,6 +20,19 @@ TINY = {"checkpoint": ROOT / "tests/golden/mmada_tiny", "vq": ROOT / "tests/gold
         "prompt": "Make the sky at sunset orange."}
 TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "tests/golden/amused_vq_tiny",
               tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
+#: the trained demo MMaDA-Parallel-M of the synthetic shapes world; ``example`` is a one-item
+#: benchmark of the world (instruction, input image, ground truth) that the main command runs
+DEMO = {"checkpoint": ROOT / "demo/parallel_m_shapes", "example": ROOT / "demo/parallel_m_shapes/example/benchmark.jsonl"}
+
+
+def demo_example() -> tuple[dict, Path]:
+    """The demo's example request: (its benchmark item, the folder its image paths are relative to)."""
+    from ..jsonl import objects
+    path = DEMO["example"]
+    item = next(obj for _, obj in objects(path))
+    return item, path.parent
+
+
 #: a checkpoint's sampling defaults (:func:`checkpoint_defaults`)
 SAMPLING_FILE = "sampling.yaml"
 #: per subcommand: the tasks it serves, by --model (m: MMaDA / MMaDA-Parallel-M, a: -A / Lumina-DiMOO)
@@ -61,7 +74,7 @@ def checkpoint_defaults(checkpoint, task) -> dict:
     import yaml
     path = Path(checkpoint) / SAMPLING_FILE if checkpoint is not None else None
     if path is None or not path.is_file():
-        return {}
+        return run_sampling_defaults(checkpoint).get(task.name, {}) if checkpoint is not None else {}
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -73,6 +86,24 @@ def checkpoint_defaults(checkpoint, task) -> dict:
     if unknown:
         raise ValueError(f"{path}: {task.name}: unknown settings {unknown}; known: {sorted(_fields(task))}")
     return ours
+
+
+def run_sampling_defaults(checkpoint) -> dict:
+    """A training run's (or training checkpoint's) sampling defaults, ``{task name: {setting:
+    value}}``: the budgets it was trained with (-M: ``text_len``, and ``pad_instruction`` = the
+    padded instruction length), so a run samples as it trained without flags; ``{}`` for any
+    other checkpoint. :func:`~mmada_jax.export.export_run` writes them as ``sampling.yaml``."""
+    from ..checkpoints import TRAINING, open_checkpoint
+    from ..hf_io import CheckpointError
+    try:
+        ckpt = open_checkpoint(checkpoint, image_tokenizer=False)
+    except (CheckpointError, FileNotFoundError, ValueError):
+        return {}      # not a checkpoint at all: the command that loads it says why
+    if ckpt.format != TRAINING or ckpt.kind != "mmada":
+        return {}
+    train = ckpt.train_config
+    return {"parallel_m": {"text_len": int(train["text_len"]),
+                           "pad_instruction": int(train.get("instruction_len") or train["text_len"])}}
 
 
 def _fields(task) -> dict[str, dataclasses.Field]:

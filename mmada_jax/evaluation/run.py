@@ -213,8 +213,8 @@ def evaluate(benchmark: str | Path, out: str | Path, judge, task, load_pipeline:
         t0 = time.perf_counter()
         for i, rec in enumerate(records, 1):
             item = by_id[rec["id"]]
-            image = rec["files"].get("image")
-            judged = judge_sample(judge, item, rec["text"], image)
+            image = rec["files"].get("image")     # absolute: the judge reads relative paths from the benchmark's folder
+            judged = judge_sample(judge, item, rec["text"], None if image is None else Path(image).resolve())
             files = {k: Path(os.path.relpath(v, out)).as_posix() for k, v in rec["files"].items()}
             append({"id": item["id"], "category": item["category"], **judged, "text": rec["text"], "files": files})
             rate = i / max(time.perf_counter() - t0, 1e-9)

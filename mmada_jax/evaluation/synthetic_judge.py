@@ -30,8 +30,9 @@ Metrics:
   description must round-trip through ``Scene.slots()`` exactly, and an edit's "what happens"
   sentence must be one task's sentence). Otherwise
   ``20 * [no mask markers] + 20 * (fraction of words in the world's vocabulary)``.
-* **Text Alignment**: the fraction of slots where the result scene the text states (the last scene
-  description, when the text does not parse strictly) equals the ground-truth output scene. For
+* **Text Alignment**: the fraction of slots where the result scene the text states (when the text
+  does not parse strictly: the description right after "The edited image shows:" / "The image
+  shows:", else the last one) equals the ground-truth output scene. For
   ``unconditional`` items (no request): 100 if the stated scene is a valid scene of the world.
 * **Image Consistency** (items with an input): the fraction of untouched slots whose recognised
   content in the output image equals the input scene.
@@ -138,6 +139,7 @@ _FORMS = {
                                  rf"stays unchanged\. The edited image shows: (?P<out>{_SLOTS})\."),
     "unconditional": re.compile(rf"There is no input image and no instruction\. The image shows: (?P<out>{_SLOTS})\."),
 }
+_RESULT_MARKER = re.compile(r"The (?:edited )?image shows: ")
 _VOCAB = None
 
 
@@ -196,12 +198,20 @@ def parse_reasoning(text: str) -> ParsedReasoning | None:
 
 
 def stated_scene(text: str) -> syn.Scene | None:
-    """The result scene a (possibly malformed) text states: the last well-formed scene description."""
+    """The result scene a (possibly malformed) text states: the first well-formed description
+    right after a result marker ("The edited image shows:", "The image shows:"); without a
+    marker, the last well-formed scene description (a garbled result is never replaced by the
+    input's description)."""
     parsed = parse_reasoning(text)
     if parsed is not None:
         return parsed.output_scene
-    for m in reversed(list(_SLOTS_RE.finditer(text))):
-        scene = parse_slots(m.group(0))
+    if _RESULT_MARKER.search(text):
+        candidates = [text[m.end():] for m in _RESULT_MARKER.finditer(text)]
+        candidates = [m.group(0) for c in candidates if (m := _SLOTS_RE.match(c))]
+    else:
+        candidates = [m.group(0) for m in reversed(list(_SLOTS_RE.finditer(text)))]
+    for desc in candidates:
+        scene = parse_slots(desc)
         if scene is not None:
             return scene
     return None
