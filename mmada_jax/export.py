@@ -31,6 +31,20 @@ def _same(a: Path | None, b: Path) -> bool:
     return a is not None and b.exists() and a.resolve() == b.resolve()
 
 
+def _merged_sampling(budgets: dict, existing: Path) -> dict:
+    """``budgets`` merged into the sampling file ``existing`` (when there is one): the settings
+    chosen there by hand stay. Read before any weights are, so a bad file stops the export first."""
+    if not budgets or not existing.is_file():
+        return budgets
+    try:
+        old = yaml.safe_load(existing.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{existing}: not valid YAML: {e}") from None
+    if not isinstance(old, dict) or not all(isinstance(v, dict) for v in old.values()):
+        raise ValueError(f"{existing}: expected {{task name: {{setting: value}}}}")
+    return {**old, **{task: {**old.get(task, {}), **values} for task, values in budgets.items()}}
+
+
 def export_run(src: str | Path, dst: str | Path, *, overwrite: bool = False, log=print) -> Path:
     """Export the training run or checkpoint ``src`` to ``dst`` (see the module docstring)."""
     ckpt = open_checkpoint(src, image_tokenizer=False)
@@ -38,7 +52,7 @@ def export_run(src: str | Path, dst: str | Path, *, overwrite: bool = False, log
         raise CheckpointError(f"{src}: a {ckpt.format} checkpoint, not a training run (it can be used as it is)")
     dst = Path(dst)
     entries = [CONFIG_FILE, PARAMS_DIR, CHECKSUMS_FILE]
-    sampling = run_sampling_defaults(ckpt.path)
+    sampling = _merged_sampling(run_sampling_defaults(ckpt), dst / SAMPLING_FILE)
     entries += [SAMPLING_FILE] * bool(sampling)
     copy_tokenizer = ckpt.tokenizer_dir is not None and not _same(ckpt.tokenizer_dir, dst / HF_DIR)
     copy_vq = ckpt.vq_dir is not None and not _same(ckpt.vq_dir, dst / VQ_SUBFOLDER)
@@ -51,12 +65,8 @@ def export_run(src: str | Path, dst: str | Path, *, overwrite: bool = False, log
     try:
         model, _ = load_model(ckpt)
         save_model(model, stage)
-        if sampling:   # merged into an existing file: settings chosen there by hand stay
-            old = yaml.safe_load((dst / SAMPLING_FILE).read_text()) if (dst / SAMPLING_FILE).is_file() else None
-            merged = old if isinstance(old, dict) else {}
-            for task, values in sampling.items():
-                merged[task] = {**(merged.get(task) or {}), **values}
-            (stage / SAMPLING_FILE).write_text(yaml.safe_dump(merged, sort_keys=False))
+        if sampling:
+            (stage / SAMPLING_FILE).write_text(yaml.safe_dump(sampling, sort_keys=False))
         if copy_tokenizer:
             shutil.copytree(ckpt.tokenizer_dir, stage / HF_DIR)
         if copy_vq:

@@ -88,6 +88,13 @@ def test_run_and_export_sample_with_the_budgets_the_run_trained_with(run_dir, tm
     (tmp_path / "model" / "sampling.yaml").write_text("parallel_m: {text_len: 7, image_cfg: 0.0}\n")
     export_run(run_dir, tmp_path / "model", overwrite=True, log=lambda *_: None)
     assert checkpoint_defaults(tmp_path / "model", task) == {**expected, "image_cfg": 0.0}
+    # a sampling.yaml it cannot merge into stops the export, naming the file, before anything is replaced
+    before = (tmp_path / "model" / "checksums.json").read_bytes()
+    (tmp_path / "model" / "sampling.yaml").write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match="sampling.yaml: expected"):
+        export_run(run_dir, tmp_path / "model", overwrite=True, log=lambda *_: None)
+    assert (tmp_path / "model" / "checksums.json").read_bytes() == before
+    assert (tmp_path / "model" / "sampling.yaml").read_text() == "[1, 2]\n"
     assert checkpoint_defaults(golden_path("mmada_tiny"), task) == {}     # a converted checkpoint has none
 
 

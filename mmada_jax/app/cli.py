@@ -72,9 +72,17 @@ def checkpoint_defaults(checkpoint, task) -> dict:
     its instruction padding ...); flags given on the command line win. An unknown field is a
     ValueError naming the file."""
     import yaml
-    path = Path(checkpoint) / SAMPLING_FILE if checkpoint is not None else None
-    if path is None or not path.is_file():
-        return run_sampling_defaults(checkpoint).get(task.name, {}) if checkpoint is not None else {}
+    if checkpoint is None:
+        return {}
+    path = Path(checkpoint) / SAMPLING_FILE
+    if not path.is_file():   # a training run carries its budgets in its TrainConfig
+        from ..checkpoints import open_checkpoint
+        from ..hf_io import CheckpointError
+        try:
+            ckpt = open_checkpoint(checkpoint, image_tokenizer=False)
+        except (CheckpointError, FileNotFoundError, ValueError):
+            return {}        # not a checkpoint at all: the command that loads it says why
+        return run_sampling_defaults(ckpt).get(task.name, {})
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -88,17 +96,13 @@ def checkpoint_defaults(checkpoint, task) -> dict:
     return ours
 
 
-def run_sampling_defaults(checkpoint) -> dict:
-    """A training run's (or training checkpoint's) sampling defaults, ``{task name: {setting:
-    value}}``: the budgets it was trained with (-M: ``text_len``, and ``pad_instruction`` = the
-    padded instruction length), so a run samples as it trained without flags; ``{}`` for any
-    other checkpoint. :func:`~mmada_jax.export.export_run` writes them as ``sampling.yaml``."""
-    from ..checkpoints import TRAINING, open_checkpoint
-    from ..hf_io import CheckpointError
-    try:
-        ckpt = open_checkpoint(checkpoint, image_tokenizer=False)
-    except (CheckpointError, FileNotFoundError, ValueError):
-        return {}      # not a checkpoint at all: the command that loads it says why
+def run_sampling_defaults(ckpt) -> dict:
+    """The sampling defaults of an opened training run or training checkpoint (a
+    :class:`~mmada_jax.checkpoints.Checkpoint`), ``{task name: {setting: value}}``: the budgets it
+    was trained with (-M: ``text_len``, and ``pad_instruction`` = the padded instruction length),
+    so a run samples as it trained without flags; ``{}`` for any other checkpoint.
+    :func:`~mmada_jax.export.export_run` writes them as ``sampling.yaml``."""
+    from ..checkpoints import TRAINING
     if ckpt.format != TRAINING or ckpt.kind != "mmada":
         return {}
     train = ckpt.train_config

@@ -205,9 +205,9 @@ def stated_scene(text: str) -> syn.Scene | None:
     parsed = parse_reasoning(text)
     if parsed is not None:
         return parsed.output_scene
-    if _RESULT_MARKER.search(text):
-        candidates = [text[m.end():] for m in _RESULT_MARKER.finditer(text)]
-        candidates = [m.group(0) for c in candidates if (m := _SLOTS_RE.match(c))]
+    markers = list(_RESULT_MARKER.finditer(text))
+    if markers:
+        candidates = [m.group(0) for k in markers if (m := _SLOTS_RE.match(text, k.end()))]
     else:
         candidates = [m.group(0) for m in reversed(list(_SLOTS_RE.finditer(text)))]
     for desc in candidates:
