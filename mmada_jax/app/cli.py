@@ -99,13 +99,16 @@ def checkpoint_defaults(checkpoint, task) -> dict:
 def run_sampling_defaults(ckpt) -> dict:
     """The sampling defaults of an opened training run or training checkpoint (a
     :class:`~mmada_jax.checkpoints.Checkpoint`), ``{task name: {setting: value}}``: the budgets it
-    was trained with (-M: ``text_len``, and ``pad_instruction`` = the padded instruction length),
-    so a run samples as it trained without flags; ``{}`` for any other checkpoint.
+    was trained with (-M SFT: ``text_len``, and ``pad_instruction`` = the padded instruction length;
+    a ParaRL run: the sampler settings and options of its rollouts), so a run samples as it
+    trained without flags; ``{}`` for any other checkpoint.
     :func:`~mmada_jax.export.export_run` writes them as ``sampling.yaml``."""
     from ..checkpoints import TRAINING
     if ckpt.format != TRAINING or ckpt.kind != "mmada":
         return {}
     train = ckpt.train_config
+    if isinstance(train.get("sampling"), dict):    # a ParaRL run (mmada_jax.rl.config)
+        return {"parallel_m": {**train["sampling"], **(train.get("options") or {})}}
     return {"parallel_m": {"text_len": int(train["text_len"]),
                            "pad_instruction": int(train.get("instruction_len") or train["text_len"])}}
 

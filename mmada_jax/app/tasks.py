@@ -195,6 +195,12 @@ class ParallelM(Task):
         return generate_m(pipe.model, [p[0] for p in pairs], [p[1] for p in pairs], num_image_tokens=n,
                           settings=s, seed=keys, return_trajectory=trajectory)
 
+    def generate_recorded(self, pipe, inputs, s, keys, record_steps):
+        """:meth:`generate` keeping the steps RL needs (``record_steps`` [B, s]; :mod:`mmada_jax.rl`)."""
+        pairs, n = inputs
+        return generate_m(pipe.model, [p[0] for p in pairs], [p[1] for p in pairs], num_image_tokens=n,
+                          settings=s, seed=keys, record_steps=record_steps)
+
     def samples(self, pipe, chunk, inputs, out, s, o):
         lay, size = out.layout, _square_grid(pipe, o.resolution)[0]
         return [Sample(pipe.tokenizer.decode(out.text_ids[i]), out.image_codes[i], {"resolution": size},

@@ -405,6 +405,35 @@ def _compare(got: dict, want: dict, slots) -> tuple[float, str]:
     return score, "; ".join(f"{s}: {_fmt(got[s])} instead of {_fmt(want[s])}" for s in wrong)
 
 
+def stated_slots(text: str) -> dict[str, Any]:
+    """The result slots a partly decoded text already states: after its last result marker, the
+    background and each cell whose statement is complete (a masked position, written as a mask
+    marker, breaks a statement). A complete text states all five."""
+    markers = list(_RESULT_MARKER.finditer(text))
+    if not markers:
+        return {}
+    rest = text[markers[-1].end():]
+    found: dict[str, Any] = {}
+    if m := re.match(rf"({_BG}) background(?=;|\.|$)", rest):
+        found["background"] = m.group(1)
+    for cell in syn.CELLS:
+        if m := re.search(rf"(?:^|; ){re.escape(cell)}: ({_SLOT})(?=;|\.|$)", rest):
+            found[cell] = None if m.group(1) == syn.NO_SHAPE else tuple(m.group(1).split(" ")[::-1])
+    return found
+
+
+def output_alignment(text: str, image, root: str | Path | None = None) -> float:
+    """Output Alignment as a reward (0-100), on complete and partly decoded texts alike: the share
+    of the five result slots that the text states (:func:`stated_slots`) AND the image shows. On a
+    well-formed complete text this is the judge's Output Alignment; a text that states nothing yet
+    scores 0. Needs no ground truth."""
+    stated = stated_slots(text)
+    if not stated:
+        return 0.0
+    got = recognize(image, root).slots
+    return 100.0 * sum(got[slot] == value for slot, value in stated.items()) / len(SLOTS)
+
+
 class SyntheticJudge:
     """Scores a sample of the synthetic shapes world (see the module docstring for the metrics).
 
@@ -472,7 +501,7 @@ class SyntheticJudge:
         reasons["Image Quality"] = ("every slot recognised unambiguously" if not rec.ambiguous else
                                     "; ".join(f"{s}: {r}" for s, r in rec.ambiguous.items()))
 
-        if stated is None:
+        if stated is None:   # (output_alignment computes this alone, for rewards)
             scores["Output Alignment"], reasons["Output Alignment"] = 0.0, "the text states no scene to compare"
         else:
             scores["Output Alignment"], reasons["Output Alignment"] = _compare(rec.slots, scene_slots(stated), SLOTS)

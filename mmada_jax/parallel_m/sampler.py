@@ -25,9 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_default, image_step_indices,
-                               image_update, left_padding, mask_ratio_schedule, num_transfer_tokens,
-                               unmask_by_confidence)
+from ..sampling import recording
+from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_default, first_argmax,
+                               image_step_indices, image_update, left_padding, mask_ratio_schedule,
+                               num_transfer_tokens, unmask_by_confidence)
+from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..sequences import pad_rows
 from ..settings import image_steps_within_text_steps, resolve, setting
@@ -60,7 +62,8 @@ class Settings:
 
 
 def _step(model, carry, xs, consts, rnd, st: Static):
-    x, last_sampled, j = carry
+    x, last_sampled, j = carry[:3]
+    before = x
     i, k, is_image_step, cap, temp = xs
     b = x.shape[0]
     s, lay = st.settings, st.layout
@@ -78,6 +81,7 @@ def _step(model, carry, xs, consts, rnd, st: Static):
 
     # text: confidence-ordered unmasking of a fixed count per step
     text_logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
+    cond_text = text_logits[:b]
     if guided:
         cond, uncond = text_logits[:b], text_logits[b:]
         if s.text_guidance == "reference":
@@ -104,12 +108,45 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         return x.at[:, lay.image_start:lay.image_end].set(region), sampled, j + 1
 
     x, last_sampled, j = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, last_sampled, j))
-    return (x, last_sampled, j), (x if st.trajectory else None)
+    if not st.record:
+        return (x, last_sampled, j), (x if st.trajectory else None)
+    hit = consts["record_steps"] == i
+
+    def write(buffers):
+        return recording.write(buffers, hit, **_recorded(model, hidden, before, x, last_sampled, is_image_step,
+                                                          cond_text, text_logits, st))
+
+    buffers = jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[3])
+    return (x, last_sampled, j, buffers), (x if st.trajectory else None)
+
+
+def _recorded(model, hidden, before, after, last_sampled, is_image_step, cond_text, text_logits, st: Static) -> dict:
+    """What a recorded step keeps (:mod:`~mmada_jax.sampling.recording`): the states around it, the
+    image and text predicted at it and the conditional log-probabilities of the tokens it decoded."""
+    s, lay, t = st.settings, st.layout, st.tokens
+    b = before.shape[0]
+    logits = model.head(hidden, positions=jnp.asarray(lay.image_positions()),
+                        vocab_range=(t.image_offset, t.image_offset + t.codebook_size)).astype(jnp.float32)
+    cond = logits[:b]
+    guided = cond if logits.shape[0] == b else (1 + s.image_cfg) * cond - s.image_cfg * logits[b:]
+    known = before[:, lay.image_start:lay.image_end]
+    predicted = jnp.where(known != t.mask_id, known - t.image_offset, first_argmax(guided))
+    predicted = jnp.where(is_image_step, last_sampled, predicted)
+    image_after = after[:, lay.image_start:lay.image_end]
+    logp = jnp.zeros(after.shape, jnp.float32)
+    logp = logp.at[:, lay.image_start:lay.image_end].set(
+        token_logp(cond, jnp.clip(image_after - t.image_offset, 0, t.codebook_size - 1)))
+    logp = logp.at[:, lay.text_start:].set(token_logp(cond_text, after[:, lay.text_start:]))
+    decoded = (before == t.mask_id) & (after != t.mask_id)
+    text_after = after[:, lay.text_start:]
+    text = jnp.where(text_after != t.mask_id, text_after, first_argmax(text_logits))
+    return {"before": before, "after": after, "image_codes": predicted, "text_ids": text,
+            "logp": jnp.where(decoded, logp, 0.0)}
 
 
 def generate(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settings: Settings | None = None,
              seed=0, tape=None, exact: bool | None = None, return_trajectory: bool = False,
-             **overrides) -> SamplerOutput:
+             record_steps=None, **overrides) -> SamplerOutput:
     """Jointly generate reasoning text and an output image (MMaDA-Parallel-M).
 
     Args:
@@ -121,21 +158,27 @@ def generate(model, input_ids, uncond_input_ids, *, num_image_tokens: int, setti
       seed: int, PRNG key, or one key per row; tape: recorded uniforms to replay
         (``u_multinomial`` [S_img, B*N], ``u_gumbel`` [S_img, B, N], ``u_text_gumbel``,
         ``u_text_random``); exact: float64 sampling arithmetic (default: not on TPU).
+      record_steps: [B, s] step indices per row to record for RL
+        (:mod:`~mmada_jax.sampling.recording`; ``recording`` of the output).
     Returns ``image_codes`` [B, N] (the last image step's draw, every position filled),
     ``text_ids`` [B, L] (BOS included), the final sequences (``ids``), their ``layout``, ``pads``
     and, with ``return_trajectory``, the sequence after every step [S, B, total].
     """
     args = prepare(model, input_ids, uncond_input_ids, num_image_tokens=num_image_tokens, settings=settings,
-                   seed=seed, tape=tape, exact=exact, return_trajectory=return_trajectory, **overrides)
-    static, pads = args[0], args[-1]
-    (final, sampled, _), traj = run_scan(model, _step, *args[:-1])
-    final = np.asarray(final)
-    return SamplerOutput(ids=final, image_codes=np.asarray(sampled), text_ids=final[:, static.layout.text_start:],
-                         trajectory=None if traj is None else np.asarray(traj), pads=pads, layout=static.layout)
+                   seed=seed, tape=tape, exact=exact, return_trajectory=return_trajectory,
+                   record_steps=record_steps, **overrides)
+    static, consts, pads = args[0], args[3], args[-1]
+    carry, traj = run_scan(model, _step, *args[:-1])
+    final, sampled = np.asarray(carry[0]), np.asarray(carry[1])
+    recorded = recording.as_recording(consts["record_steps"], carry[3]) if static.record else None
+    return SamplerOutput(ids=final, image_codes=sampled, text_ids=final[:, static.layout.text_start:],
+                         trajectory=None if traj is None else np.asarray(traj), pads=pads, layout=static.layout,
+                         recording=recorded)
 
 
 def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settings: Settings | None = None,
-            seed=0, tape=None, exact: bool | None = None, return_trajectory: bool = False, **overrides):
+            seed=0, tape=None, exact: bool | None = None, return_trajectory: bool = False, record_steps=None,
+            **overrides):
     """The arguments of :func:`~mmada_jax.sampling.runner.run_scan` for one run: (static, initial
     carry, per-step inputs, constants, randomness, exact), and the rows' left-padding [B]."""
     s = resolve(Settings, settings, **overrides)
@@ -162,9 +205,14 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settin
     is_image = np.isin(np.arange(steps), image_step_indices(steps, s.image_steps))
     caps = np.floor(np.float32(num_image_tokens) * mask_ratio_schedule(steps, s.schedule)).astype(np.float32)
     temps = np.asarray([s.image_temperature * (1.0 - (i + 1) / steps) for i in range(steps)], np.float32)
-    static = Static(s, layout, t, exact, return_trajectory)
-    xs = (np.arange(steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps)
     init = (x, np.zeros((b, num_image_tokens), np.int32), np.int32(0))
+    record = 0
+    if record_steps is not None:
+        consts["record_steps"] = recording.check_steps(record_steps, b, steps)
+        record = consts["record_steps"].shape[1]
+        init += (recording.empty(b, record, layout.total, num_image_tokens, s.text_len),)
+    static = Static(s, layout, t, exact, return_trajectory, record)
+    xs = (np.arange(steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps)
     return static, init, xs, consts, as_randomness(seed, b, tape), exact, pads
 
 

@@ -28,7 +28,9 @@ class SamplerOutput:
     """``ids``: final sequences [B, L]; ``trajectory``: the sequences after every step [S, B, L]
     (when asked); ``image_codes`` [B, N] and ``text_ids`` [B, T] for samplers that produce them;
     ``pads`` [B]: leading pad tokens of each row, for samplers that left-pad; ``layout``: the
-    sequence layout of the (padded) batch, which says where each segment of ``ids`` is."""
+    sequence layout of the (padded) batch, which says where each segment of ``ids`` is;
+    ``recording``: the chosen steps RL keeps (:class:`~mmada_jax.sampling.recording.Recording`),
+    when asked."""
 
     ids: np.ndarray
     trajectory: np.ndarray | None = None
@@ -36,19 +38,23 @@ class SamplerOutput:
     text_ids: np.ndarray | None = None
     pads: np.ndarray | None = None
     layout: Any = None
+    recording: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Static:
     """The compile-time side of one sampler run, handed to its step function: the sampler's
     frozen ``settings``, the sequence ``layout`` of the batch, the checkpoint's token ids, float64
-    sampling arithmetic (``exact``) and whether every step's sequence is kept (``trajectory``)."""
+    sampling arithmetic (``exact``), whether every step's sequence is kept (``trajectory``) and
+    how many chosen steps per row are recorded for RL (``record``, 0: none;
+    :mod:`~mmada_jax.sampling.recording`)."""
 
     settings: Any
     layout: Any
     tokens: TokenIds
     exact: bool
     trajectory: bool
+    record: int = 0
 
 
 # ----------------------------------------------------------------------------- schedules

@@ -107,39 +107,8 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> "TrainConfig":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except IsADirectoryError:
-            raise ConfigError(f"config file {path} is a folder") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping of keys (or a 'train:' section), got {type(data).__name__}")
-        data.pop("description", None)
-        data = data.get("train", data)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the 'train' section must be a mapping of keys, got {type(data).__name__}")
-        data = dict(data)
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        check_keys(data, set(fields), str(path))
-        sources = {key: str(path) for key in data}
-        base = path.absolute().parent
-        for key in INPUT_PATH_KEYS:   # relative to the config file, else the repository
-            if isinstance(data.get(key), str):
-                data[key] = resolve_path(data[key], (base, REPO_ROOT, Path.cwd()))
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"command line: override {item!r} is not key=value")
-            check_keys({key: None}, set(fields), "command line")
-            try:
-                data[key] = yaml.safe_load(value)
-            except yaml.YAMLError:
-                data[key] = value
-            sources[key] = "command line"
+        data, sources = read_config_file(path, "train", set(fields), INPUT_PATH_KEYS, overrides)
         data = validate(data, sources, defaults={k: f.default for k, f in fields.items()})
         return cls(**data)
 
@@ -287,3 +256,43 @@ def resolve_path(value: str, bases) -> str:
         if candidate.exists():
             return _absolute(candidate)
     return _absolute(path)
+
+
+def read_config_file(path: str | Path, section: str, names: set[str], input_path_keys, overrides=()) -> tuple[dict, dict]:
+    """(values, sources) of a YAML config: its ``section:`` mapping (or the whole file), unknown
+    keys named with the closest known one, input paths resolved against the file's folder, else the
+    repository, else the working directory, then ``key=value`` command-line overrides (YAML
+    values). ``sources[key]``: the file or "command line", for error messages."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys (or a '{section}:' section), got {type(data).__name__}")
+    data.pop("description", None)
+    data = data.get(section, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the '{section}' section must be a mapping of keys, got {type(data).__name__}")
+    data = dict(data)
+    check_keys(data, names, str(path))
+    sources = {key: str(path) for key in data}
+    base = path.absolute().parent
+    for key in input_path_keys:   # relative to the config file, else the repository
+        if isinstance(data.get(key), str):
+            data[key] = resolve_path(data[key], (base, REPO_ROOT, Path.cwd()))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"command line: override {item!r} is not key=value")
+        check_keys({key: None}, names, "command line")
+        try:
+            data[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            data[key] = value
+        sources[key] = "command line"
+    return data, sources

@@ -99,7 +99,9 @@ def batch_shardings(batch: dict, mesh: Mesh) -> dict:
 
 
 def make_train_step(graphdef, config: TrainConfig, objective: Objective) -> Callable:
-    """``step(state, batch) -> (state, metrics)``; ``batch`` holds [grad_accum, micro_batch, ...]."""
+    """``step(state, batch) -> (state, metrics)``; ``batch`` holds [grad_accum, micro_batch, ...].
+    The metrics are the objective's parts (averaged over micro-batches; SFT's losses, RL's loss,
+    KL and clip statistics) plus ``grad_norm``, ``lr`` and ``skipped``."""
     tx = optimizer(config)
     schedule = lr_schedule(config)
 
@@ -121,9 +123,10 @@ def make_train_step(graphdef, config: TrainConfig, objective: Objective) -> Call
             return (jax.tree.map(jnp.add, total, grads), jax.tree.map(jnp.add, sums, parts)), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        zero_parts = {"loss": 0.0, "text_loss": 0.0, "image_loss": 0.0}
-        (grads, parts), _ = jax.lax.scan(one, (zeros, jax.tree.map(jnp.float32, zero_parts)),
-                                         (jnp.arange(accum), batch))
+        first = jax.tree.map(lambda x: x[0], batch)
+        zero_parts = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                  jax.eval_shape(lambda: micro_loss(params, first, base)[1]))
+        (grads, parts), _ = jax.lax.scan(one, (zeros, zero_parts), (jnp.arange(accum), batch))
         grads = jax.tree.map(lambda g: g / accum, grads)
         parts = {k: v / accum for k, v in parts.items()}
         grad_norm = optax.global_norm(grads)

@@ -1,0 +1,269 @@
+"""The ParaRL loop (MMaDA-Parallel-M): rollouts with the live policy, rewards at the recorded steps,
+advantages, and updates through the SFT train step.
+
+Each step: draw ``prompts_per_step`` prompts and their s shared step indices from (seed, step);
+roll out G samples per prompt with the current policy weights (no copy: the sampler runs on the
+train state's arrays), recording only those steps; score text and image at each of them with the
+reward, normalise with the calibrated (mu, sigma) (computed once on rollouts of the starting policy,
+stored in ``out_dir/reward_stats.json``), compute the advantages per step across each group; one
+forward of the frozen reference (the SFT weights, kept apart from the policy) gives its
+log-probabilities; ``inner_updates`` optimizer steps of the clipped objective follow
+(:mod:`.objective`, the SFT step: micro-batches, clipping, AdamW, the non-finite guard).
+
+Progress (every ``log_every`` steps): raw reward mean and spread at each recorded step slot, the
+normalised reward, the loss, KL, clip fraction, |log-ratio|, the sampler/learner log-prob gap,
+rollout and learner seconds, ETA; all of it in ``out_dir/metrics.jsonl`` and plotted to
+``out_dir/rewards.png``. ``sample_every``: a PNG sheet of the final images and texts of fixed
+prompts. ``benchmark``: ``evaluate`` every ``eval_every`` steps and at the end, in
+``out_dir/eval/step_N``. Checkpoints (policy, optimizer state, step; the reference is the
+``checkpoint``, not copied) every ``save_every`` steps; a rerun with the same ``out_dir`` resumes
+bit-exactly, since prompts, step indices and sampling noise depend only on (seed, step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import types
+from pathlib import Path
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..app import load_pipeline
+from ..app.requests import Request
+from ..app.tasks import ParallelM
+from ..evaluation.run import read_benchmark
+from ..sharding import make_mesh, parse_mesh
+from ..training.checkpoint import RunCheckpoints, abstract_like
+from ..training.step import TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite
+from ..training.step import setup_state
+from . import rewards as R
+from .advantages import advantages
+from .config import RLConfig
+from .objective import LossOptions, make_objective, rollout_batch
+from .rollout import Rollouts, rollout_m
+from .steps import draw_steps
+from .trajectory import step_batch, text_slots, token_logp
+
+
+def load_prompts(config: RLConfig, out_dir: Path, log) -> tuple[list[Request], list[dict]]:
+    """The prompt pool: ``prompts`` (a JSONL), or ``synthetic`` training prompts of the world
+    written once into ``out_dir/prompts`` (reused on resume)."""
+    if config.prompts is not None:
+        path = Path(config.prompts)
+    else:
+        from ..evaluation.synthetic_judge import write_benchmark
+        path = out_dir / "prompts" / "benchmark.jsonl"
+        if not path.exists():
+            log(f"writing {config.synthetic} synthetic-world training prompts (seed {config.synthetic_seed}) "
+                f"to {path.parent}")
+            write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
+    items = read_benchmark(path)
+    requests = [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
+                        if it.get("input_image") else None, id=it["id"]) for it in items]
+    return requests, items
+
+
+def _optimizer_config(config: RLConfig):
+    """The fields the SFT optimizer reads, warm-up capped at the run's length."""
+    names = ("lr", "steps", "min_lr_scale", "b1", "b2", "adam_eps", "weight_decay", "max_grad_norm", "seed")
+    return types.SimpleNamespace(**{n: getattr(config, n) for n in names},
+                                 warmup_steps=min(config.warmup_steps, config.steps))
+
+
+class _Policy:
+    """The pipeline's model swapped for the live policy (graphdef + the train state's params)."""
+
+    def __init__(self, pipe, graphdef):
+        self.pipe, self.graphdef = pipe, graphdef
+
+    def use(self, params) -> None:
+        self.pipe.__dict__["model"] = nnx.merge(self.graphdef, params)
+
+
+def _rollouts(config, pipe, requests, step: int, settings, options, log, mode=None, rng_tag=0) -> Rollouts:
+    """Rollout batch ``step`` (``rng_tag`` 1: the calibration's): prompts, shared steps and noise
+    from (seed, step, tag) only."""
+    rng = np.random.default_rng([config.seed, step, rng_tag])
+    picks = rng.choice(len(requests), size=min(config.prompts_per_step, len(requests)), replace=False)
+    record = draw_steps(rng, len(picks), config.group_size, config.s, settings.text_steps,
+                        mode or config.steps_mode)
+    keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), step), rng_tag),
+                            len(picks) * config.group_size)
+    return rollout_m(pipe, [requests[i] for i in picks], config.group_size, record, keys, settings, options, log,
+                     text_view=config.reward_text)
+
+
+def calibrate_reward(config, pipe, requests, reward, settings, options, out_dir: Path, log) -> R.RewardStats:
+    path = out_dir / "reward_stats.json"
+    what = {"reward": config.reward, "reward_function": config.reward_function, "reward_text": config.reward_text}
+    if path.exists():
+        stored = json.loads(path.read_text())
+        differs = sorted(k for k, v in what.items() if stored.get(k) != v)
+        if differs:
+            raise ValueError(f"{path} calibrates another reward ({', '.join(f'{k}={stored.get(k)!r}' for k in differs)}"
+                             f"); use another out_dir")
+        return R.RewardStats(stored["mu"], stored["sigma"], stored["count"])
+    scores, step = [], 0
+    while len(scores) < config.calibration_prompts:
+        ro = _rollouts(config, pipe, requests, step, settings, options, log, mode="sampled", rng_tag=1)
+        scores.append(R.score(reward, ro.requests, ro.texts, ro.images))
+        step += 1
+    stats = R.calibrate(np.concatenate([s.ravel() for s in scores]))
+    path.write_text(json.dumps({**stats.to_dict(), **what, "steps_mode": "sampled",
+                                "prompts": len(scores) * config.prompts_per_step}, indent=2) + "\n")
+    log(f"reward calibration on the starting policy: mu {stats.mu:.3f}, sigma {stats.sigma:.3f} "
+        f"({stats.count} scores) -> {path}")
+    return stats
+
+
+def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[dict]:
+    """Run ParaRL; returns the logged metric rows."""
+    reward = R.get_reward(config.reward, function=config.reward_function)    # checked before any work
+    mesh = make_mesh(parse_mesh(config.mesh) if config.mesh else None)
+    pipe = load_pipeline(config.checkpoint, config.vq, config.tokenizer, mesh=mesh)
+    if pipe.config.kind != "mmada":
+        raise ValueError(f"{config.checkpoint}: ParaRL here runs MMaDA-Parallel-M checkpoints (kind 'mmada'); "
+                         f"got {pipe.config.kind!r}")
+    settings, options = config.sampler_settings()
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    requests, _ = load_prompts(config, out_dir, log)
+    tokens = pipe.config.tokens
+    slots = text_slots(settings.text_len, settings.text_steps)
+    log(f"ParaRL: {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} rollouts per step, "
+        f"s={config.s if config.steps_mode == 'sampled' else 1} ({config.steps_mode}) of {settings.text_steps} "
+        f"steps, reward {config.reward}, beta {config.beta}, lr {config.lr}")
+
+    model = pipe.model
+    opt_config = _optimizer_config(config)
+    graphdef, state, shardings = setup_state(model, opt_config, mesh)
+    reference = jax.tree.map(jnp.copy, state["params"])       # frozen SFT weights, apart from the policy
+    policy = _Policy(pipe, graphdef)
+    checkpoints = RunCheckpoints(out_dir / "checkpoints", keep=config.keep, save_every=config.save_every)
+    if checkpoints.latest_step() is not None:
+        state = checkpoints.restore(checkpoints.latest_step(), abstract_like(state, shardings))
+        log(f"resumed from step {int(state['step'])} ({out_dir / 'checkpoints'})")
+    start = int(state["step"])
+    policy.use(state["params"])
+    stats = calibrate_reward(config, pipe, requests, reward, settings, options, out_dir, log)
+
+    loss_options = LossOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(LossOptions)})
+    logp_fn = jax.jit(lambda params, batch, layout: token_logp(nnx.merge(graphdef, params), batch, layout),
+                      static_argnums=2)
+    jitted, objective_layout = None, None
+    rows, skipped_run, applied = [], [], 0
+    metrics_file = open(out_dir / "metrics.jsonl", "a")
+    t0 = time.perf_counter()
+    try:
+        for step in range(start + 1, config.steps + 1):
+            t = time.perf_counter()
+            ro = _rollouts(config, pipe, requests, step, settings, options, log)
+            raw = R.score(reward, ro.requests, ro.texts, ro.images)
+            normalised = R.normalize(raw, stats)
+            adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
+            out = ro.output
+            sb = step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
+            forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
+            rollout_s = time.perf_counter() - t
+            t = time.perf_counter()
+            ref_logp = np.asarray(logp_fn(reference, forward, out.layout))
+            current = np.asarray(logp_fn(state["params"], forward, out.layout))
+            batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
+            w = sb["weights"]
+            gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean())
+            if jitted is None or objective_layout != out.layout:
+                objective_layout = out.layout
+                objective = make_objective(out.layout, loss_options)
+                local = _micro(batch, config.grad_accum)
+                b_shardings = batch_shardings(local, mesh)
+                with jax.set_mesh(mesh):
+                    jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings, b_shardings)
+            local = _micro(batch, config.grad_accum)
+            placed = {k: jax.device_put(v, b_shardings[k]) for k, v in local.items()}
+            for _ in range(config.inner_updates):
+                state, metrics = jitted(state, placed)
+            metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            policy.use(state["params"])
+            learner_s = time.perf_counter() - t
+            if metrics["skipped"]:
+                skipped_run.append(step)
+                if len(skipped_run) >= config.max_skipped_updates:
+                    raise TrainingDiverged(f"steps {skipped_run}: {len(skipped_run)} consecutive non-finite "
+                                           f"updates (lr={config.lr})")
+            else:
+                skipped_run, applied = [], applied + 1
+            row = {"step": step, **metrics, "reward_raw_mean": float(raw.mean()), "reward_mean": float(normalised.mean()),
+                   **{f"reward_raw_slot{j}": float(raw[:, j].mean()) for j in range(raw.shape[1])},
+                   **{f"reward_raw_slot{j}_std": float(raw[:, j].std()) for j in range(raw.shape[1])},
+                   "final_reward_raw": float(R.score(reward, ro.requests, [[x] for x in ro.final_texts],
+                                                     ro.final_images[:, None]).mean()),
+                   "logp_gap": gap, "rollout_s": rollout_s, "learner_s": learner_s}
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            rows.append(row)
+            if step % config.log_every == 0 or step == config.steps:
+                eta = (time.perf_counter() - t0) / (step - start) * (config.steps - step)
+                per_slot = " ".join(f"{row[f'reward_raw_slot{j}']:.3g}±{row[f'reward_raw_slot{j}_std']:.2g}"
+                                    for j in range(raw.shape[1]))
+                log(f"step {step}/{config.steps}  reward {per_slot} (final {row['final_reward_raw']:.3g})  "
+                    f"loss {metrics['loss']:.4f}  kl {metrics['kl']:.2e}  clip {metrics['clip_fraction']:.3f}  "
+                    f"|log r| {metrics['abs_log_ratio']:.2e}  gap {gap:.1e}  lr {metrics['lr']:.2e}  "
+                    f"rollout {rollout_s:.1f}s learner {learner_s:.1f}s  ETA {eta:.0f}s"
+                    + ("  [update skipped: non-finite]" if metrics["skipped"] else ""))
+            if config.sample_every and step % config.sample_every == 0:
+                sample_sheet(config, pipe, requests, settings, options, out_dir / f"samples_{step:06d}.png", log)
+            if config.benchmark and (config.eval_every and step % config.eval_every == 0 or step == config.steps):
+                evaluate_policy(config, pipe, settings, options, out_dir / "eval" / f"step_{step}", log)
+            if step % config.save_every == 0 or step == config.steps:
+                if applied and bool(params_finite(state["params"])):
+                    checkpoints.save(step, state, None, config.to_dict(), force=step == config.steps,
+                                     model_config=pipe.config.to_dict())
+    finally:
+        checkpoints.close()
+        metrics_file.close()
+    if rows:
+        from ..plots import plot_metrics_file
+        plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "rewards.png",
+                          {"reward (raw, per recorded step slot)": [k for k in rows[-1] if k.startswith("reward_raw_slot")
+                                                                   and not k.endswith("_std")] + ["final_reward_raw"],
+                           "KL to the reference": ["kl"]})
+    log(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}, curves in {out_dir / 'rewards.png'}")
+    return rows
+
+
+def _micro(batch: dict, accum: int) -> dict:
+    return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
+
+
+def sample_sheet(config, pipe, requests, settings, options, path: Path, log, count: int = 4) -> None:
+    """Final images and texts of the first ``count`` prompts (seed-fixed noise) as one PNG."""
+    from PIL import Image
+
+    from ..app.outputs import side_by_side
+    picks = requests[:count]
+    ro = rollout_m(pipe, picks, 1, np.full((len(picks), 1), settings.text_steps - 1, np.int32),
+                   jax.random.split(jax.random.key(config.seed), len(picks)), settings, options, log)
+    panels = [side_by_side(Image.fromarray(img).resize((192, 192), Image.NEAREST), text, title=req.prompt)
+              for img, text, req in zip(ro.final_images, ro.final_texts, picks)]
+    sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
+    y = 0
+    for p in panels:
+        sheet.paste(p, (0, y))
+        y += p.height
+    sheet.save(path)
+
+
+def evaluate_policy(config, pipe, settings, options, out: Path, log) -> dict:
+    """``evaluate`` of the live policy on ``config.benchmark`` with the synthetic judge."""
+    from ..evaluation import get_judge
+    from ..evaluation.run import evaluate
+    bench = Path(config.benchmark)
+    return evaluate(bench, out, get_judge("synthetic", root=bench.parent), ParallelM(), lambda: pipe, settings,
+                    options, batch_size=config.rollouts_per_step, limit=config.eval_items or None,
+                    run_info={"policy_step": out.name}, log=log)

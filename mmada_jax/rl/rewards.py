@@ -1,0 +1,107 @@
+"""Rewards behind one interface, and ParaRL's reward normalisation (``pararl.md`` §1.3).
+
+A reward scores the (text, image) pairs of B rollouts at their s recorded steps:
+``reward(requests, texts, images) -> [B, s]`` raw scores, with ``requests`` the B requests (dicts:
+``instruction``, ``input_image`` when editing, whatever the reward needs), ``texts`` B lists of s
+strings (the text decoded so far, special tokens dropped, runs of masked positions written as
+``<|mdm_mask|>``: :func:`~mmada_jax.rl.rollout.plain_text` removes them) and ``images`` uint8
+[B, s, H, W, 3] (the image predicted at the step, decoded by the VQ). Built-ins (:data:`REWARDS`):
+
+* ``synthetic``: the synthetic world judge's Output Alignment, counting the result slots a partly
+  decoded text already states (:func:`~mmada_jax.evaluation.synthetic_judge.output_alignment`;
+  0-100, no ground truth needed; the judge's own metric on complete texts);
+* ``callable``: a user's function ``"package.module:function"`` with the same signature, e.g.::
+
+      def brightness(requests, texts, images):      # rewards brighter images
+          return images.mean(axis=(2, 3, 4)) / 255.0
+
+Normalisation as the paper: :func:`calibrate` estimates (mu, sigma) on rollouts of the starting
+policy; :func:`normalize` maps a raw score c to R = (1 + clip((c - mu) / sigma, -1, 1)) / 2 in
+[0, 1]. Non-finite scores are an error, never a silent reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Callable, Protocol
+
+import numpy as np
+
+from .registry import lookup, registrar
+
+
+class Reward(Protocol):
+    def __call__(self, requests: list[dict], texts: list[list[str]], images: np.ndarray) -> np.ndarray: ...
+
+
+REWARDS: dict[str, Callable[..., Reward]] = {}
+
+register = registrar(REWARDS)
+
+
+@register("synthetic")
+def synthetic_reward(**_) -> Reward:
+    from ..evaluation.synthetic_judge import output_alignment
+
+    def score(requests, texts, images):
+        return np.asarray([[output_alignment(text, image) for text, image in zip(row_texts, row_images)]
+                           for row_texts, row_images in zip(texts, images)], np.float64)
+    return score
+
+
+@register("callable")
+def callable_reward(function: str = "", **_) -> Reward:
+    module, _, name = function.partition(":")
+    if not module or not name:
+        raise ValueError(f"reward function {function!r}: expected 'package.module:function'")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward function {function!r} cannot be loaded: {e}") from e
+
+
+def get_reward(name: str, **options) -> Reward:
+    return lookup(REWARDS, name, "reward")(**options)
+
+
+def score(reward: Reward, requests, texts, images) -> np.ndarray:
+    """The reward's [B, s] scores, checked: the right shape and finite."""
+    b, s = len(texts), len(texts[0]) if texts else 0
+    out = np.asarray(reward(requests, texts, images), np.float64)
+    if out.shape != (b, s):
+        raise ValueError(f"the reward returned shape {out.shape}, expected {(b, s)} (rollouts, steps)")
+    if not np.isfinite(out).all():
+        raise ValueError(f"the reward returned non-finite scores at (rollout, step) {np.argwhere(~np.isfinite(out))[:5].tolist()}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardStats:
+    """mu and sigma of the raw scores of the starting policy (stored with the run)."""
+
+    mu: float
+    sigma: float
+    count: int
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def calibrate(scores: np.ndarray, min_sigma: float = 1e-6) -> RewardStats:
+    """(mu, sigma) of raw scores of the starting policy at random steps; a constant reward (sigma
+    ~ 0) cannot be normalised and is an error."""
+    scores = np.asarray(scores, np.float64).ravel()
+    if scores.size < 2:
+        raise ValueError(f"reward calibration needs at least 2 scores, got {scores.size}")
+    sigma = float(scores.std(ddof=1))
+    if not sigma > min_sigma:
+        raise ValueError(f"the calibration rewards are constant ({scores[0]:g} on all {scores.size}): nothing to "
+                         "normalise; use more calibration prompts or another reward")
+    return RewardStats(float(scores.mean()), sigma, int(scores.size))
+
+
+def normalize(scores, stats: RewardStats) -> np.ndarray:
+    """R = (1 + clip((c - mu) / sigma, -1, 1)) / 2."""
+    z = (np.asarray(scores, np.float64) - stats.mu) / stats.sigma
+    return (1.0 + np.clip(z, -1.0, 1.0)) / 2.0

@@ -1,0 +1,80 @@
+"""Rollouts for RL: G samples per request through the pipeline's sampler, keeping only the recorded
+steps (:mod:`mmada_jax.sampling.recording`), with what the reward reads at each of them decoded:
+the text decoded so far (special tokens dropped, each run of still-masked positions written as one
+:data:`MASK_MARK`, so a reward sees where the holes are; :func:`plain_text` drops them) and the
+image predicted at the step (VQ-decoded, uint8). The final outputs come along for sample sheets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..app.requests import Request
+from ..app.tasks import ParallelM
+from ..sampling.common import SamplerOutput
+
+MASK_MARK = "<|mdm_mask|>"
+
+
+def text_so_far(tokenizer, ids, mask_id: int) -> str:
+    """The decoded text of ``ids`` with each run of masked positions as one :data:`MASK_MARK`."""
+    ids = np.asarray(ids)
+    parts, start = [], 0
+    masked = ids == mask_id
+    for i in range(len(ids) + 1):
+        if i == len(ids) or masked[i] != masked[start]:
+            if masked[start]:
+                parts.append(MASK_MARK)
+            else:
+                piece = tokenizer.decode(ids[start:i]).strip()
+                if piece:
+                    parts.append(piece)
+            start = i
+    return " ".join(parts)
+
+
+def plain_text(text: str) -> str:
+    """A :func:`text_so_far` text without its mask marks (what CLIP-like rewards read)."""
+    return " ".join(text.replace(MASK_MARK, " ").split())
+
+
+@dataclasses.dataclass
+class Rollouts:
+    """B = len(requests) * G rollouts (rows grouped by request) and their recorded steps."""
+
+    requests: list[Request]           # one per row
+    output: SamplerOutput             # ``recording`` holds the recorded steps
+    texts: list[list[str]]            # [B][s] the text decoded so far at each recorded step
+    images: np.ndarray                # [B, s, H, W, 3] uint8, the image predicted at each recorded step
+    final_texts: list[str]
+    final_images: np.ndarray          # [B, H, W, 3] uint8
+
+
+TEXT_VIEWS = ("decoded", "predicted")
+
+
+def rollout_m(pipe, requests: list[Request], group_size: int, record_steps: np.ndarray, keys, settings, options,
+              log=print, text_view: str = "decoded") -> Rollouts:
+    """MMaDA-Parallel-M rollouts: each request repeated ``group_size`` times (consecutive rows),
+    ``record_steps`` [B, s], one PRNG key per row. ``text_view``: what the reward reads of the text
+    at a recorded step: ``decoded`` (the tokens decoded so far, holes marked; the paper's reading) or
+    ``predicted`` (the text predicted at the step, x0, every slot filled, as the image's)."""
+    task = ParallelM()
+    rows = [r for r in requests for _ in range(group_size)]
+    pairs, n = task.inputs(pipe, rows, settings, options, seed=0, log=log)
+    out = task.generate_recorded(pipe, (pairs, n), settings, keys, record_steps)
+    grid = task.grid(pipe, options)
+    rec, lay = out.recording, out.layout
+    b, s = rec.steps.shape
+    decode = lambda codes: pipe.vq.to_uint8(pipe.vq.decode(np.asarray(codes), grid=grid))
+    pixels = np.asarray(decode(np.concatenate([rec.image_codes.reshape(b * s, n), out.image_codes])))
+    images, finals = pixels[:b * s], pixels[b * s:]
+    mask_id = pipe.config.tokens.mask_id
+    if text_view not in TEXT_VIEWS:
+        raise ValueError(f"text_view {text_view!r}; known: {TEXT_VIEWS}")
+    ids = rec.after[:, :, lay.text_start:] if text_view == "decoded" else rec.text_ids
+    texts = [[text_so_far(pipe.tokenizer, ids[i, j], mask_id) for j in range(s)] for i in range(b)]
+    return Rollouts(rows, out, texts, images.reshape(b, s, *images.shape[1:]),
+                    [pipe.tokenizer.decode(t) for t in out.text_ids], finals)
