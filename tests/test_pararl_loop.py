@@ -84,6 +84,7 @@ def test_config_errors_name_the_key_and_the_source(tmp_path, over, message):
 
 
 @pytest.mark.golden
+@pytest.mark.slow      # ~60 s: three runs (pytest -m slow)
 def test_sharded_run_equals_one_device(tmp_path, monkeypatch):
     """Two ParaRL steps on 8 fake devices (fsdp, and data x fsdp x tensor) match one device: the
     same rollouts and rewards, the same loss and gradient norm (float tolerance), and the same
