@@ -190,16 +190,11 @@ class ParallelM(Task):
                  for r, c in zip(chunk, codes)]
         return pairs, grid[0] * grid[1]
 
-    def generate(self, pipe, inputs, s, keys, trajectory):
+    def generate(self, pipe, inputs, s, keys, trajectory, record_steps=None):
+        """``record_steps`` [B, s]: keep the steps RL needs (:mod:`mmada_jax.rl`)."""
         pairs, n = inputs
         return generate_m(pipe.model, [p[0] for p in pairs], [p[1] for p in pairs], num_image_tokens=n,
-                          settings=s, seed=keys, return_trajectory=trajectory)
-
-    def generate_recorded(self, pipe, inputs, s, keys, record_steps):
-        """:meth:`generate` keeping the steps RL needs (``record_steps`` [B, s]; :mod:`mmada_jax.rl`)."""
-        pairs, n = inputs
-        return generate_m(pipe.model, [p[0] for p in pairs], [p[1] for p in pairs], num_image_tokens=n,
-                          settings=s, seed=keys, record_steps=record_steps)
+                          settings=s, seed=keys, return_trajectory=trajectory, record_steps=record_steps)
 
     def samples(self, pipe, chunk, inputs, out, s, o):
         lay, size = out.layout, _square_grid(pipe, o.resolution)[0]

@@ -51,7 +51,7 @@ from .steps import draw_steps
 from .trajectory import step_batch, text_slots, token_logp
 
 
-def load_prompts(config: RLConfig, out_dir: Path, log) -> tuple[list[Request], list[dict]]:
+def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
     """The prompt pool: ``prompts`` (a JSONL), or ``synthetic`` training prompts of the world
     written once into ``out_dir/prompts`` (reused on resume)."""
     if config.prompts is not None:
@@ -63,10 +63,8 @@ def load_prompts(config: RLConfig, out_dir: Path, log) -> tuple[list[Request], l
             log(f"writing {config.synthetic} synthetic-world training prompts (seed {config.synthetic_seed}) "
                 f"to {path.parent}")
             write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
-    items = read_benchmark(path)
-    requests = [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
-                        if it.get("input_image") else None, id=it["id"]) for it in items]
-    return requests, items
+    return [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
+                    if it.get("input_image") else None, id=it["id"]) for it in read_benchmark(path)]
 
 
 def _optimizer_config(config: RLConfig):
@@ -133,7 +131,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     settings, options = config.sampler_settings()
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    requests, _ = load_prompts(config, out_dir, log)
+    requests = load_prompts(config, out_dir, log)
     tokens = pipe.config.tokens
     slots = text_slots(settings.text_len, settings.text_steps)
     log(f"ParaRL: {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} rollouts per step, "
@@ -177,14 +175,13 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
             w = sb["weights"]
             gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean())
+            local = _micro(batch, config.grad_accum)
             if jitted is None or objective_layout != out.layout:
                 objective_layout = out.layout
                 objective = make_objective(out.layout, loss_options)
-                local = _micro(batch, config.grad_accum)
                 b_shardings = batch_shardings(local, mesh)
                 with jax.set_mesh(mesh):
                     jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings, b_shardings)
-            local = _micro(batch, config.grad_accum)
             placed = {k: jax.device_put(v, b_shardings[k]) for k, v in local.items()}
             for _ in range(config.inner_updates):
                 state, metrics = jitted(state, placed)

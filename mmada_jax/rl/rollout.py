@@ -14,8 +14,9 @@ import numpy as np
 from ..app.requests import Request
 from ..app.tasks import ParallelM
 from ..sampling.common import SamplerOutput
+from ..tokenizer import SPECIAL_STRINGS
 
-MASK_MARK = "<|mdm_mask|>"
+MASK_MARK = SPECIAL_STRINGS["mask"]      # the mask token's own string
 
 
 def text_so_far(tokenizer, ids, mask_id: int) -> str:
@@ -64,7 +65,7 @@ def rollout_m(pipe, requests: list[Request], group_size: int, record_steps: np.n
     task = ParallelM()
     rows = [r for r in requests for _ in range(group_size)]
     pairs, n = task.inputs(pipe, rows, settings, options, seed=0, log=log)
-    out = task.generate_recorded(pipe, (pairs, n), settings, keys, record_steps)
+    out = task.generate(pipe, (pairs, n), settings, keys, False, record_steps=record_steps)
     grid = task.grid(pipe, options)
     rec, lay = out.recording, out.layout
     b, s = rec.steps.shape
