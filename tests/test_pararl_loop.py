@@ -32,6 +32,7 @@ def _config(tmp_path, **over) -> dict:
     return path
 
 
+@pytest.mark.golden
 def test_pararl_runs_writes_its_files_and_resumes_bit_exactly(tmp_path):
     from mmada_jax.rl.loop import run_pararl
 
