@@ -8,7 +8,9 @@ one training checkpoint (out_dir/checkpoints/N); read through mmada_jax.checkpoi
 
 Kinds: mmada (MMaDA-8B, MMaDA-Parallel-M), llada (LLaDA-8B), dimoo (the MMaDA-Parallel-A
 transformer), magvitv2 (MAGVIT-v2 image tokenizer), amused (the aMUSEd VQ of -A, in a vqvae/
-subfolder); detected from the source config.json unless --kind is given.
+subfolder), clip (a Hugging Face CLIPModel, both towers, e.g. openai/clip-vit-large-patch14 for the
+clip reward; its tokenizer files are kept in DST/hf/, its position_ids buffers checked, not stored);
+detected from the source config.json unless --kind is given.
 
 DST is written beside itself (.DST.tmp-...) and swapped in only when complete: a failed run leaves DST
 as it was, and --overwrite replaces it only after success. Every tensor is checked for NaN/Inf (the

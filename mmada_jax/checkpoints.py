@@ -222,7 +222,7 @@ def open_checkpoint(path: str | Path, kind: str | None = None, *,
     """What ``path`` is (see the module docstring), read once.
 
     ``kind``: for HF directories, the kind instead of detecting it (``mmada``, ``llada``,
-    ``dimoo``, ``magvitv2``, ``amused``). ``image_tokenizer``: True / False limits the detection
+    ``dimoo``, ``magvitv2``, ``amused``, ``clip``). ``image_tokenizer``: True / False limits the detection
     in a HF directory to the VQ / transformer kinds (an -A checkpoint holds both).
     """
     if isinstance(path, Checkpoint):
@@ -456,8 +456,9 @@ def load_model(path: str | Path | Checkpoint, dtype=None, *, mesh: Mesh | None =
         ``attention_mask_mode``, ``param_dtype`` ...).
     """
     ckpt = open_checkpoint(path, kind, image_tokenizer=False)
-    if ckpt.image_tokenizer:
-        raise CheckpointError(f"{ckpt.path} holds a {type(ckpt.config).__name__}, not a transformer")
+    if ckpt.image_tokenizer or not isinstance(ckpt.config, ModelConfig):
+        hint = "; load it with mmada_jax.clip.load_clip" if ckpt.kind == "clip" else ""
+        raise CheckpointError(f"{ckpt.path} holds a {type(ckpt.config).__name__}, not a transformer{hint}")
     return _restore(ckpt, dtype=dtype, mesh=mesh, overrides=overrides, allow_nonfinite=allow_nonfinite)
 
 

@@ -373,10 +373,12 @@ _HF_TEMPLATE = {
 
 def config_sections() -> dict[str, Any]:
     """Top-level sections of a config.yaml -> the function that reads them
-    (``from_dict(data: dict, source: str)``): ``model`` (the transformer) and ``vq`` (the image
-    tokenizers). The one table of sections; imported here, not registered by other modules."""
-    from .vq.config import SECTION, vq_config_from_dict   # vq.config imports this module
-    return {"model": ModelConfig.from_dict, SECTION: vq_config_from_dict}
+    (``from_dict(data: dict, source: str)``): ``model`` (the transformer), ``vq`` (the image
+    tokenizers) and ``clip`` (a CLIP model, e.g. of the ``clip`` reward). The one table of
+    sections; imported here, not registered by other modules."""
+    from .clip.config import SECTION as CLIP_SECTION, CLIPConfig   # both import this module
+    from .vq.config import SECTION, vq_config_from_dict
+    return {"model": ModelConfig.from_dict, SECTION: vq_config_from_dict, CLIP_SECTION: CLIPConfig.from_dict}
 
 
 def read_file(path: Path, parse, what: str):

@@ -4,8 +4,10 @@ A *kind* (:class:`Kind`) says how one family of checkpoints maps onto our parame
 its config is, how to read it into our typed config, and a list of :class:`ParamMap` rows (our
 parameter path <- one reference key, or one key per layer stacked on a new leading axis, with the
 transform between the layouts). :data:`KINDS` lists every kind: the transformers (``mmada``,
-``llada``, ``dimoo``, defined here) and the image tokenizers (``magvitv2``, ``amused``, defined
-next to their models in :mod:`mmada_jax.vq.checkpoint`).
+``llada``, ``dimoo``, defined here), the image tokenizers (``magvitv2``, ``amused``, defined
+next to their models in :mod:`mmada_jax.vq.checkpoint`) and ``clip`` (a HF ``CLIPModel``, both
+towers, e.g. for the ``clip`` reward; defined in :mod:`mmada_jax.clip.checkpoint`, loaded with
+:func:`mmada_jax.clip.load_clip`).
 
 Before any tensor data is read, the whole plan is checked against the file headers: every source
 key used, every parameter filled, every shape right. Then each parameter is assembled, cast and
@@ -51,6 +53,7 @@ from .config import CONFIG_FILE, ConfigError, ModelConfig, detect_kind
 from .hf_io import (CHECKSUM_ALGORITHM, CheckpointError, Kind, ParamMap, TensorSource, checksum_record,
                     describe_nonfinite, flatten, iter_weight_files, nest, scan_array,
                     write_safetensors_shards)
+from .clip import checkpoint as clip_kind
 from .vq import checkpoint as vq_kinds
 
 
@@ -117,6 +120,7 @@ KINDS: dict[str, Kind] = {
     "dimoo": _transformer_kind("dimoo"),
     "magvitv2": vq_kinds.MAGVITV2,
     "amused": vq_kinds.AMUSED,
+    "clip": clip_kind.CLIP,
 }
 
 
@@ -542,7 +546,8 @@ def export_to_hf(src, dst: str | Path, *, dtype: str | None = None,
                     yield m.sources[0], m.to_hf(array)
                 del array
             del restored
-        yield from spec.buffers(config).items()
+        if spec.export_buffers:
+            yield from spec.buffers(config).items()
 
     final_dir = dst / spec.subfolder if spec.subfolder else dst
     log(f"exporting {ckpt.path} ({ckpt.format}) -> {final_dir}")

@@ -97,8 +97,9 @@ class Kind:
     and config live inside a checkpoint directory (``vqvae`` for diffusers). ``buffers(config)``
     -> {reference key: array}: non-parameter tensors of the reference state dict that follow
     from the config (MAGVIT-v2's LFQ codebook); optional in a source, checked against these
-    values when present, and written by the export. ``image_tokenizer``: a VQ kind (loaded
-    with ``load_vq``), not a transformer (``load_model``)."""
+    values when present, and written by the export unless ``export_buffers`` is False (CLIP's
+    ``position_ids``, which transformers no longer saves). ``image_tokenizer``: a VQ kind
+    (loaded with ``load_vq``), not a transformer (``load_model``)."""
 
     name: str
     read_config: Callable[[Path, dict], Any]
@@ -110,6 +111,7 @@ class Kind:
     weights_prefix: str = "model"
     buffers: Callable[[Any], dict[str, np.ndarray]] = lambda config: {}
     image_tokenizer: bool = False
+    export_buffers: bool = True
 
 
 def _header_entry(path: Path, key: str, info: Any) -> tuple[tuple[int, ...], np.dtype, int, int]:
@@ -334,7 +336,7 @@ def write_safetensors_shards(directory: str | Path, tensors: Iterable[tuple[str,
         nbytes = array.nbytes
         if buffer and size + nbytes > max_shard_bytes:
             flush()
-        buffer[key] = np.ascontiguousarray(array)
+        buffer[key] = np.ascontiguousarray(array).reshape(np.shape(array))   # keeps 0-d tensors 0-d
         size += nbytes
         total += nbytes
     flush()

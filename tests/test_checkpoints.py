@@ -282,7 +282,7 @@ def test_open_checkpoint_of_converted_and_hf_dirs(tmp_path):
 
 def test_kinds_and_sections_are_explicit_tables():
     from mmada_jax import convert
-    assert list(convert.KINDS) == ["mmada", "llada", "dimoo", "magvitv2", "amused"]
+    assert list(convert.KINDS) == ["mmada", "llada", "dimoo", "magvitv2", "amused", "clip"]
     assert [k for k, v in convert.KINDS.items() if v.image_tokenizer] == ["magvitv2", "amused"]
-    assert set(config_lib.config_sections()) == {"model", "vq"}
+    assert set(config_lib.config_sections()) == {"model", "vq", "clip"}
     assert checkpoints.dtype_name("bf16") == "bfloat16"

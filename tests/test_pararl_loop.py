@@ -68,6 +68,32 @@ def test_pararl_runs_writes_its_files_and_resumes_bit_exactly(tmp_path):
         np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.golden
+def test_pararl_runs_parallel_a(tmp_path):
+    """MMaDA-Parallel-A (``task: parallel_a``): the synthetic world's editing prompts only, the -A
+    sampler's recorded steps, ``restrict_text`` honoured by the learner (no recompute gap), and
+    the run samples with its rollout settings."""
+    from mmada_jax.app.cli import TINY_A, run_sampling_defaults
+    from mmada_jax.checkpoints import open_checkpoint
+    from mmada_jax.rl.loop import run_pararl
+
+    logs = []
+    a_run = dict(task="parallel_a", synthetic=12, steps=2, calibration_prompts=1,
+                 sampling={"text_len": 8, "text_steps": 8, "image_steps": 4, "image_cfg": 1.0, "restrict_text": True},
+                 options={"height": 32, "width": 32, "input_size": 32})
+    config = RLConfig.from_yaml(_config(tmp_path, checkpoint=str(TINY_A["checkpoint"]), vq=str(TINY_A["vq"]),
+                                        tokenizer=str(TINY_A["tokenizer"]), **a_run))
+    rows = run_pararl(config, log=logs.append)
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
+    assert all(r["logp_gap"] < 1e-4 for r in rows)
+    assert any("without an input image left out" in line for line in logs)
+    assert run_sampling_defaults(open_checkpoint(tmp_path / "run")) == {
+        "parallel_a": {**config.sampling, **config.options}}
+    with pytest.raises(ValueError, match="runs checkpoints of kind 'dimoo'"):
+        run_pararl(RLConfig.from_yaml(_config(tmp_path, out_dir=str(tmp_path / "other"), **a_run)),
+                   log=lambda *_: None)
+
+
 @pytest.mark.parametrize("over, message", [
     ({"group_sise": 4}, "did you mean 'group_size'"),
     ({"beta": "small"}, "beta='small' must be float"),

@@ -11,6 +11,7 @@ import pytest
 from mmada_jax import ModelConfig, init_model
 from mmada_jax.parallel_m import generate as parallel_generate
 from mmada_jax.parallel_m import inference_prompt
+from mmada_jax.parallel_m.sampler import Settings, max_text_per_step
 from mmada_jax.sampling.common import image_step_indices, left_padding
 
 N, TEXT_LEN, STEPS, IMAGE_STEPS = 16, 8, 8, 4
@@ -31,6 +32,7 @@ def _requests(tiny, lengths=(3, 7, 5)):
 
 KW = dict(num_image_tokens=N, text_len=TEXT_LEN, text_steps=STEPS, image_steps=IMAGE_STEPS, image_cfg=2.0,
           text_temperature=0.7, image_temperature=1.0)
+SLOTS = max_text_per_step(Settings(text_len=TEXT_LEN, text_steps=STEPS, image_steps=IMAGE_STEPS))
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +136,11 @@ def test_final_mode_records_the_last_step_and_bad_steps_are_named(tiny):
 def test_learner_recomputes_the_samplers_log_probs_from_the_stored_states(tiny, run):
     """The trajectory estimator's forward on the recorded states gives the sampler's own
     log-probabilities of the decoded tokens (the gap RL reports as a metric)."""
-    from mmada_jax.rl.trajectory import step_batch, text_slots, token_logp
+    from mmada_jax.rl.trajectory import step_batch, token_logp
 
     _, _, steps, out, _ = run
     t = tiny.config.tokens
-    batch = step_batch(out.recording, out.pads, out.layout, t.mask_id, t.image_offset,
-                       text_slots(TEXT_LEN, STEPS))
+    batch = step_batch(out.recording, out.pads, out.layout, t.mask_id, t.image_offset, SLOTS)
     b, s = steps.shape
     assert batch["ids"].shape == (b * s, out.layout.total)
     w = batch["weights"]
@@ -151,11 +152,11 @@ def test_learner_recomputes_the_samplers_log_probs_from_the_stored_states(tiny, 
 
 def _learner_batch(tiny, run, adv, beta_ref=None):
     from mmada_jax.rl.objective import rollout_batch
-    from mmada_jax.rl.trajectory import step_batch, text_slots
+    from mmada_jax.rl.trajectory import step_batch
 
     _, _, _, out, _ = run
     t = tiny.config.tokens
-    steps = step_batch(out.recording, out.pads, out.layout, t.mask_id, t.image_offset, text_slots(TEXT_LEN, STEPS))
+    steps = step_batch(out.recording, out.pads, out.layout, t.mask_id, t.image_offset, SLOTS)
     ref = steps["sampler_logp"] if beta_ref is None else beta_ref
     return {k: jnp.asarray(v) for k, v in rollout_batch(steps, adv, ref).items()}, out.layout
 

@@ -104,11 +104,13 @@ def run_sampling_defaults(ckpt) -> dict:
     trained without flags; ``{}`` for any other checkpoint.
     :func:`~mmada_jax.export.export_run` writes them as ``sampling.yaml``."""
     from ..checkpoints import TRAINING
-    if ckpt.format != TRAINING or ckpt.kind != "mmada":
+    if ckpt.format != TRAINING:
         return {}
     train = ckpt.train_config
     if isinstance(train.get("sampling"), dict):    # a ParaRL run (mmada_jax.rl.config)
-        return {"parallel_m": {**train["sampling"], **(train.get("options") or {})}}
+        return {train.get("task", "parallel_m"): {**train["sampling"], **(train.get("options") or {})}}
+    if ckpt.kind != "mmada":
+        return {}
     return {"parallel_m": {"text_len": int(train["text_len"]),
                            "pad_instruction": int(train.get("instruction_len") or train["text_len"])}}
 

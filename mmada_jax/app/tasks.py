@@ -29,9 +29,11 @@ from ..parallel_a import ImageSettings, edit_prompt, generate_image, image_promp
 from ..parallel_a import Settings as SettingsA
 from ..parallel_a import generate as generate_a
 from ..parallel_a.prompts import EDIT_SYSTEM_PROMPT, T2I_SYSTEM_PROMPT, UNCONDITION, turn_text
+from ..parallel_a.sampler import max_text_per_step as max_text_per_step_a
 from ..parallel_m import Settings as SettingsM
 from ..parallel_m import generate as generate_m
 from ..parallel_m import inference_prompt
+from ..parallel_m.sampler import max_text_per_step as max_text_per_step_m
 from ..sampling.runner import report_compiles
 from ..settings import setting
 from ..vq.image_io import ImageError, open_rgb
@@ -190,6 +192,9 @@ class ParallelM(Task):
                  for r, c in zip(chunk, codes)]
         return pairs, grid[0] * grid[1]
 
+    def max_text_per_step(self, s) -> int:
+        return max_text_per_step_m(s)
+
     def generate(self, pipe, inputs, s, keys, trajectory, record_steps=None):
         """``record_steps`` [B, s]: keep the steps RL needs (:mod:`mmada_jax.rl`)."""
         pairs, n = inputs
@@ -245,8 +250,13 @@ class ParallelA(Task):
             prompts.append((p, codes.shape))
         return prompts
 
-    def generate(self, pipe, prompts, s, keys, trajectory):
-        return generate_a(pipe.model, [p for p, _ in prompts], settings=s, seed=keys, return_trajectory=trajectory)
+    def max_text_per_step(self, s) -> int:
+        return max_text_per_step_a(s)
+
+    def generate(self, pipe, prompts, s, keys, trajectory, record_steps=None):
+        """``record_steps`` [B, s]: keep the steps RL needs (:mod:`mmada_jax.rl`)."""
+        return generate_a(pipe.model, [p for p, _ in prompts], settings=s, seed=keys, return_trajectory=trajectory,
+                          record_steps=record_steps)
 
     def samples(self, pipe, chunk, prompts, out, s, o):
         lay = out.layout

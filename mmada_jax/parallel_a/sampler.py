@@ -39,9 +39,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..sampling import recording
 from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, categorical_from_uniform,
                                exact_default, first_argmax, image_step_indices, left_padding, mask_ratio_schedule,
                                top_k_mask, unmask_by_confidence)
+from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout
@@ -85,25 +87,47 @@ def _gumbel(u):
     return -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
 
 
+def _guided_image(model, hidden, x, consts, st: Static):
+    """The conditional image logits (from ``hidden``, the step's forward) and the guided ones
+    (the unconditional rows made from ``x``, the sequence after the text update), over the
+    codebook columns at the image positions: [B, N, K] each."""
+    cfg, lay, t = st.settings, st.layout, st.tokens
+    b = x.shape[0]
+    pos = jnp.asarray(lay.image_positions())
+    cols = (t.image_offset, t.image_offset + t.codebook_size)
+    cond = model.head(hidden, positions=pos, vocab_range=cols).astype(jnp.float32)
+    if not cfg.run_uncond:
+        return cond, cond
+    # the current sequence with each prefix written over its start (per-row overlays)
+    rows = jnp.concatenate([jnp.where(consts["uncon_text_on"], consts["uncon_text"], x),
+                            jnp.where(consts["uncon_image_on"], consts["uncon_image"], x)], axis=0)
+    twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
+    uncond, _ = model.encode(rows, twice(consts.get("attention_mask")), mask_mode="hard",
+                             position_ids=twice(consts.get("position_ids")))
+    uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
+    guided = cond
+    if cfg.instruction_cfg != 0:
+        guided = guided + cfg.instruction_cfg * (cond - uncond[:b])
+    if cfg.image_cfg != 0:
+        guided = guided + cfg.image_cfg * (cond - uncond[b:])
+    return cond, guided
+
+
 def _step(model, carry, xs, consts, rnd, st: Static):
-    x, gumbel_index, j, last_sampled = carry
+    x, gumbel_index, j, last_sampled = carry[:4]
+    before = x
     s, k, is_image_step, cap, temp = xs
     b = x.shape[0]
     cfg, lay, t = st.settings, st.layout, st.tokens
     n, kk, off = lay.num_image_tokens, t.codebook_size, t.image_offset
     pos = jnp.asarray(lay.image_positions())
-    cols = (off, off + kk)
-    mask = consts.get("attention_mask")            # present only when rows are left-padded
-    position_ids = consts.get("position_ids")
-    hidden, _ = model.encode(x, mask, mask_mode="hard", position_ids=position_ids)
+    hidden, _ = model.encode(x, consts.get("attention_mask"), mask_mode="hard",
+                             position_ids=consts.get("position_ids"))   # a mask only when rows are left-padded
 
     # text: no guidance, full vocabulary
-    text_logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
+    text_logits = _text_logits(model, hidden, st)
     region = x[:, lay.text_start:lay.text_end]
     any_mask = jnp.any(region == t.mask_id)
-    if cfg.restrict_text:   # option: text ids only (the reference lets image and mask ids win)
-        col = jnp.arange(text_logits.shape[-1])
-        text_logits = jnp.where((col < off) & (col != t.mask_id), text_logits, -jnp.inf)
     region = unmask_by_confidence(text_logits, region, k, mask_id=t.mask_id, temperature=cfg.text_temperature,
                                   remasking=cfg.remasking, rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel,
                                   gumbel_index=gumbel_index, gumbel_dtype=jnp.float32)
@@ -113,25 +137,10 @@ def _step(model, carry, xs, consts, rnd, st: Static):
 
     def update_image(ops):
         x, j, _ = ops
-        cond = model.head(hidden, positions=pos, vocab_range=cols).astype(jnp.float32)
         current = x[:, pos]
         unknown = current == t.mask_id
         prev = jnp.clip(current - off, 0, kk - 1)
-        if cfg.run_uncond:
-            # the current sequence with each prefix written over its start (per-row overlays)
-            rows = jnp.concatenate([jnp.where(consts["uncon_text_on"], consts["uncon_text"], x),
-                                    jnp.where(consts["uncon_image_on"], consts["uncon_image"], x)], axis=0)
-            twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
-            uncond, _ = model.encode(rows, twice(mask), mask_mode="hard", position_ids=twice(position_ids))
-            uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
-            uncond_text, uncond_img = uncond[:b], uncond[b:]
-        else:
-            uncond_text = uncond_img = jnp.zeros_like(cond)
-        guided = cond
-        if cfg.instruction_cfg != 0:
-            guided = guided + cfg.instruction_cfg * (cond - uncond_text)
-        if cfg.image_cfg != 0:
-            guided = guided + cfg.image_cfg * (cond - uncond_img)
+        _, guided = _guided_image(model, hidden, x, consts, st)
         probs = jax.nn.softmax(guided, axis=-1)
         if cfg.image_temperature == 0:
             sampled = first_argmax(probs)
@@ -150,12 +159,57 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         return x.at[:, pos].set(new), j + 1, sampled
 
     x, j, last_sampled = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, j, last_sampled))
-    return (x, gumbel_index, j, last_sampled), (x if st.trajectory else None)
+    carry_out = (x, gumbel_index, j, last_sampled)
+    if st.record:
+        hit = consts["record_steps"] == s
+
+        def write(buffers):
+            return recording.write(buffers, hit, **_recorded(model, hidden, before, x, last_sampled, is_image_step,
+                                                              text_logits, consts, st))
+
+        carry_out += (jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[4]),)
+    return carry_out, (x if st.trajectory else None)
+
+
+def _text_logits(model, hidden, st: Static):
+    """The text sampler's logits: the full vocabulary (the reference), or text ids only with
+    ``restrict_text`` (the reference lets image and mask ids win)."""
+    lay, t = st.layout, st.tokens
+    logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
+    if st.settings.restrict_text:
+        col = jnp.arange(logits.shape[-1])
+        logits = jnp.where((col < t.image_offset) & (col != t.mask_id), logits, -jnp.inf)
+    return logits
+
+
+def _recorded(model, hidden, before, after, last_sampled, is_image_step, text_logits, consts, st: Static) -> dict:
+    """What a recorded step keeps (:mod:`~mmada_jax.sampling.recording`): the states around it, the
+    image and text predicted at it and the conditional log-probabilities of the tokens it decoded
+    (text under the text sampler's vocabulary, image over the codebook)."""
+    lay, t = st.layout, st.tokens
+    pos = jnp.asarray(lay.image_positions())
+    text_pos = jnp.asarray(lay.text_positions())
+    known = before[:, pos]
+
+    def guided_argmax(_):     # text-only step: the guided image prediction, known codes kept
+        _, guided = _guided_image(model, hidden, after, consts, st)
+        return jnp.where(known != t.mask_id, known - t.image_offset, first_argmax(guided))
+
+    predicted = jax.lax.cond(is_image_step, lambda _: last_sampled, guided_argmax, None)
+    cond = model.head(hidden, positions=pos, vocab_range=(t.image_offset, t.image_offset + t.codebook_size))
+    logp = jnp.zeros(after.shape, jnp.float32)
+    logp = logp.at[:, pos].set(token_logp(cond, jnp.clip(after[:, pos] - t.image_offset, 0, t.codebook_size - 1)))
+    logp = logp.at[:, text_pos].set(token_logp(text_logits, after[:, text_pos]))
+    decoded = (before == t.mask_id) & (after != t.mask_id)
+    text_after = after[:, text_pos]
+    text = jnp.where(text_after != t.mask_id, text_after, first_argmax(text_logits))
+    return {"before": before, "after": after, "image_codes": predicted, "text_ids": text,
+            "logp": jnp.where(decoded, logp, 0.0)}
 
 
 def generate_ids(model, input_ids, layout: Layout, *, uncon_text=None, uncon_image=None,
                  settings: Settings | None = None, seed=0, tape=None, exact: bool | None = None,
-                 return_trajectory: bool = False, **overrides) -> SamplerOutput:
+                 return_trajectory: bool = False, record_steps=None, **overrides) -> SamplerOutput:
     """Jointly generate the reasoning text and the edited image from full sequences.
 
     Args:
@@ -167,6 +221,8 @@ def generate_ids(model, input_ids, layout: Layout, *, uncon_text=None, uncon_ima
       seed: int, PRNG key or one key per row; tape: recorded noise to replay (``u_text_gumbel``
         [draws, B, T, V], ``u_multinomial`` [S_img, B*N], ``randn_remask`` [S_img, B, N],
         ``randint_fill`` [#left masked]); exact: float64 sampling arithmetic (default: not on TPU).
+      record_steps: [B, s] step indices per row to record for RL
+        (:mod:`~mmada_jax.sampling.recording`; ``recording`` of the output).
     Returns ``ids`` (the final sequences; positions still masked stay MASK with ``random``),
     ``image_codes`` [B, N] (codes 0..K-1, every position filled), ``text_ids`` [B, T] (the text
     region; the reference returns its non-MASK entries) and, with ``return_trajectory``, the
@@ -183,11 +239,11 @@ def generate_ids(model, input_ids, layout: Layout, *, uncon_text=None, uncon_ima
             raise ValueError(f"{name} ({p.shape[1]} tokens) is longer than the sequence ({length})")
         prefixes[name] = list(p)
     return _generate(model, x, layout, _prefix_overlays(prefixes, np.zeros(b, np.int32), length), None,
-                     resolve(Settings, settings, **overrides), seed, tape, exact, return_trajectory)
+                     resolve(Settings, settings, **overrides), seed, tape, exact, return_trajectory, record_steps)
 
 
 def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=None, exact: bool | None = None,
-             return_trajectory: bool = False, **overrides) -> SamplerOutput:
+             return_trajectory: bool = False, record_steps=None, **overrides) -> SamplerOutput:
     """:func:`generate_ids` on one :class:`~mmada_jax.parallel_a.prompts.EditPrompt` or a list of
     them (sequences, layout and unconditional prefixes taken from each). The prompts of a batch
     must share the answer (output grid, text budget); their instructions and input images may
@@ -211,7 +267,7 @@ def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=N
     overlays = _prefix_overlays({"uncon_text": [p.uncon_input_text for p in prompts],
                                  "uncon_image": [p.uncon_input_image for p in prompts]}, pads, length)
     layout = dataclasses.replace(prompts[0].layout, prompt_len=length - prompts[0].layout.answer_len)
-    out = _generate(model, x, layout, overlays, pads, settings, seed, tape, exact, return_trajectory)
+    out = _generate(model, x, layout, overlays, pads, settings, seed, tape, exact, return_trajectory, record_steps)
     return dataclasses.replace(out, pads=pads)
 
 
@@ -229,8 +285,23 @@ def _prefix_overlays(prefixes: dict, pads: np.ndarray, length: int) -> dict[str,
     return out
 
 
+def text_schedule(masked: int, steps: int) -> np.ndarray:
+    """How many of ``masked`` text tokens each of ``steps`` steps decodes: ``k_s = rem - int(M (1 -
+    (s+1)/S))`` (the reference's schedule) [steps]."""
+    k, rem = np.zeros(steps, np.int32), masked
+    for i in range(steps):
+        k[i] = max(0, rem - int(masked * (1 - (i + 1) / steps)))
+        rem -= k[i]
+    return k
+
+
+def max_text_per_step(settings: Settings) -> int:
+    """The most text tokens one step decodes (the whole text budget starts masked)."""
+    return int(text_schedule(settings.text_len, settings.text_steps).max())
+
+
 def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,
-              return_trajectory) -> SamplerOutput:
+              return_trajectory, record_steps=None) -> SamplerOutput:
     """The sampler on rows ``x`` [B, L] sharing ``layout``, the unconditional rows given as
     overlays (``uncon_text`` [B, L] written where ``uncon_text_on``, same for ``uncon_image``),
     ``pads`` [B] left-padding lengths (None: no padding, no attention mask)."""
@@ -252,24 +323,24 @@ def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed
 
     # text schedule: k_s = rem - int(M (1 - (s+1)/S)), per row
     steps, n = s.text_steps, layout.num_image_tokens
-    k = np.zeros((steps, b), np.int32)
-    for row in range(b):
-        total = int((x[row, layout.text_start:layout.text_end] == mask).sum())
-        rem = total
-        for i in range(steps):
-            take = max(0, rem - int(total * (1 - (i + 1) / steps)))
-            k[i, row] = take
-            rem -= take
+    k = np.stack([text_schedule(int((row[layout.text_start:layout.text_end] == mask).sum()), steps) for row in x],
+                 axis=1)
     is_image = np.isin(np.arange(steps), image_step_indices(steps, s.image_steps))
     caps = np.floor(np.float32(n) * mask_ratio_schedule(steps, s.schedule)).astype(np.int32)
     temps = np.asarray([s.image_temperature * (1.0 - (i + 1) / steps) for i in range(steps)], np.float32)
 
     exact = exact_default() if exact is None else exact
-    static = Static(s, layout, t, exact, return_trajectory)
+    init = (x, np.int32(0), np.int32(0), np.zeros((b, n), np.int32))
+    record = 0
+    if record_steps is not None:
+        consts["record_steps"] = recording.check_steps(record_steps, b, steps)
+        record = consts["record_steps"].shape[1]
+        init += (recording.empty(b, record, length, n, layout.text_len),)
+    static = Static(s, layout, t, exact, return_trajectory, record)
     rnd = as_randomness(seed, b, tape)
     xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps)
-    init = (x, np.int32(0), np.int32(0), np.zeros((b, n), np.int32))
-    (final, _, _, last_sampled), traj = run_scan(model, _step, static, init, xs, consts, rnd, exact)
+    carry, traj = run_scan(model, _step, static, init, xs, consts, rnd, exact)
+    final, last_sampled = carry[0], carry[3]
     final = np.array(final)
 
     # image codes; positions still masked get a fill code (position order, row-major)
@@ -288,5 +359,6 @@ def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed
         else:
             draws = np.asarray(rnd.integers("randint_fill", (b, n), kk))
             codes[left] = draws[left]
+    recorded = recording.as_recording(consts["record_steps"], carry[4]) if record else None
     return SamplerOutput(ids=final, image_codes=codes, text_ids=final[:, layout.text_start:layout.text_end],
-                         trajectory=None if traj is None else np.asarray(traj), layout=layout)
+                         trajectory=None if traj is None else np.asarray(traj), layout=layout, recording=recorded)

@@ -61,6 +61,11 @@ class Settings:
         image_steps_within_text_steps(self)
 
 
+def max_text_per_step(settings: Settings) -> int:
+    """The most text tokens one step decodes (``num_transfer_tokens`` of the text budget after BOS)."""
+    return int(num_transfer_tokens(np.asarray([settings.text_len - 1]), settings.text_steps)[0].max())
+
+
 def _step(model, carry, xs, consts, rnd, st: Static):
     x, last_sampled, j = carry[:3]
     before = x

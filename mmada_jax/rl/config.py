@@ -1,8 +1,9 @@
 """Typed ParaRL configuration: one YAML file (``configs/*_pararl.yaml``, keys under ``pararl:``) plus
 ``key=value`` overrides. Each field is written once with its default, help, range and choices
 (:func:`~mmada_jax.settings.setting`); the sampler's settings and the task's options sit in
-``sampling:`` and ``options:`` mappings checked by their own classes (the -M sampler's
-:class:`~mmada_jax.parallel_m.Settings`, :class:`~mmada_jax.app.tasks.ParallelMOptions`).
+``sampling:`` and ``options:`` mappings checked by the ``task``'s own classes (-M:
+:class:`~mmada_jax.parallel_m.Settings`, :class:`~mmada_jax.app.tasks.ParallelMOptions`; -A:
+:class:`~mmada_jax.parallel_a.Settings`, :class:`~mmada_jax.app.tasks.ParallelAOptions`).
 
 Defaults are the paper's where it gives them (``pararl.md`` §1): s = 3 steps per rollout shared by
 a group, beta 1e-4, AdamW lr 2e-5 with 500 warm-up steps and a cosine decay, one inner update;
@@ -27,8 +28,9 @@ from .losses import AGGREGATIONS, POLICY_LOSSES
 from .rollout import TEXT_VIEWS
 from .steps import MODES
 
-INPUT_PATH_KEYS = ("checkpoint", "vq", "tokenizer", "prompts", "benchmark")
+INPUT_PATH_KEYS = ("checkpoint", "vq", "tokenizer", "prompts", "benchmark", "reward_checkpoint")
 ESTIMATORS = ("trajectory",)
+TASKS = {"parallel_m": "mmada", "parallel_a": "dimoo"}     # task -> the checkpoint kind it runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,8 @@ class RLConfig:
     """Everything a ParaRL run needs."""
 
     # policy and prompts
+    task: str = setting("parallel_m", "parallel_m (MMaDA-Parallel-M) or parallel_a (MMaDA-Parallel-A, editing "
+                                      "only: every prompt needs an input image)", choices=tuple(TASKS))
     checkpoint: str = setting("demo/parallel_m_shapes", "the SFT model: starting policy and frozen reference")
     vq: str | None = setting(None, "image tokenizer (default: the checkpoint's)")
     tokenizer: str | None = setting(None, "text tokenizer (default: the checkpoint's)")
@@ -53,8 +57,10 @@ class RLConfig:
                               choices=MODES)
     estimator: str = setting("trajectory", "log-probabilities from the stored states (Eq. 3)", choices=ESTIMATORS)
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
-    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=("synthetic", "callable"))
+    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=("synthetic", "clip", "callable"))
     reward_function: str = setting("", "for reward=callable: package.module:function")
+    reward_checkpoint: str | None = setting(None, "for reward=clip: a converted CLIP checkpoint (convert_torch_weights.py "
+                                                  "on a HF CLIPModel folder, e.g. openai/clip-vit-large-patch14)")
     reward_text: str = setting("decoded", "the text a reward reads at a recorded step: decoded (so far) or "
                                           "predicted (x0, every slot filled)", choices=TEXT_VIEWS)
     calibration_prompts: int = setting(8, "prompts whose rollouts calibrate the reward's mu and sigma", minimum=1)
@@ -108,6 +114,8 @@ class RLConfig:
             raise ConfigError("give exactly one prompt source: prompts (a JSONL) or synthetic=N")
         if self.reward == "callable" and not self.reward_function:
             raise ConfigError("reward=callable needs reward_function='package.module:function'")
+        if self.reward == "clip" and not self.reward_checkpoint:
+            raise ConfigError("reward=clip needs reward_checkpoint=<a converted CLIP checkpoint>")
         if (self.prompts_per_step * self.group_size) % self.grad_accum:
             raise ConfigError(f"grad_accum={self.grad_accum} does not divide the {self.prompts_per_step} x "
                               f"{self.group_size} rollouts of a step")
@@ -122,15 +130,20 @@ class RLConfig:
 
     def sampler_settings(self):
         """(sampler settings, task options) of the rollouts, checked by their own classes."""
-        from ..app.tasks import ParallelM
         from ..settings import resolve
+        task = self.make_task()
         out = []
-        for key, cls in (("sampling", ParallelM.settings), ("options", ParallelM.options)):
+        for key, cls in (("sampling", task.settings), ("options", task.options)):
             try:
                 out.append(resolve(cls, **getattr(self, key)))
             except (TypeError, ValueError) as e:
                 raise ConfigError(f"{key}: {e}") from None
         return tuple(out)
+
+    def make_task(self):
+        """The app task whose sampler rolls out (:mod:`mmada_jax.app.tasks`)."""
+        from ..app.tasks import ParallelA, ParallelM
+        return {"parallel_m": ParallelM, "parallel_a": ParallelA}[self.task]()
 
     @property
     def micro_batch(self) -> int:

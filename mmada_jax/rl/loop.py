@@ -1,4 +1,4 @@
-"""The ParaRL loop (MMaDA-Parallel-M): rollouts with the live policy, rewards at the recorded steps,
+"""The ParaRL loop (MMaDA-Parallel-M and -A): rollouts with the live policy, rewards at the recorded steps,
 advantages, and updates through the SFT train step.
 
 Each step: draw ``prompts_per_step`` prompts and their s shared step indices from (seed, step);
@@ -36,7 +36,6 @@ from flax import nnx
 
 from ..app import load_pipeline
 from ..app.requests import Request
-from ..app.tasks import ParallelM
 from ..evaluation.run import read_benchmark
 from ..sharding import make_mesh, parse_mesh
 from ..training.checkpoint import RunCheckpoints, abstract_like
@@ -44,16 +43,17 @@ from ..training.step import TrainingDiverged, batch_shardings, jit_train_step, m
 from ..training.step import setup_state
 from . import rewards as R
 from .advantages import advantages
-from .config import RLConfig
+from .config import TASKS, RLConfig
 from .objective import LossOptions, make_objective, rollout_batch
-from .rollout import Rollouts, rollout_m
+from .rollout import Rollouts, rollout
 from .steps import draw_steps
-from .trajectory import step_batch, text_slots, token_logp
+from .trajectory import step_batch, token_logp
 
 
 def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
     """The prompt pool: ``prompts`` (a JSONL), or ``synthetic`` training prompts of the world
-    written once into ``out_dir/prompts`` (reused on resume)."""
+    written once into ``out_dir/prompts`` (reused on resume). A task that needs an input image
+    (-A) keeps only the prompts that have one."""
     if config.prompts is not None:
         path = Path(config.prompts)
     else:
@@ -63,8 +63,16 @@ def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
             log(f"writing {config.synthetic} synthetic-world training prompts (seed {config.synthetic_seed}) "
                 f"to {path.parent}")
             write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
-    return [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
-                    if it.get("input_image") else None, id=it["id"]) for it in read_benchmark(path)]
+    requests = [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
+                        if it.get("input_image") else None, id=it["id"]) for it in read_benchmark(path)]
+    if config.make_task().needs_image:
+        kept = [r for r in requests if r.image is not None]
+        if not kept:
+            raise ValueError(f"{path}: task {config.task} needs prompts with an input image; none has one")
+        if len(kept) < len(requests):
+            log(f"{config.task} edits: {len(requests) - len(kept)} prompts without an input image left out")
+        requests = kept
+    return requests
 
 
 def _optimizer_config(config: RLConfig):
@@ -84,7 +92,7 @@ class _Policy:
         self.pipe.__dict__["model"] = nnx.merge(self.graphdef, params)
 
 
-def _rollouts(config, pipe, requests, step: int, settings, options, log, mode=None, rng_tag=0) -> Rollouts:
+def _rollouts(config, task, pipe, requests, step: int, settings, options, log, mode=None, rng_tag=0) -> Rollouts:
     """Rollout batch ``step`` (``rng_tag`` 1: the calibration's): prompts, shared steps and noise
     from (seed, step, tag) only."""
     rng = np.random.default_rng([config.seed, step, rng_tag])
@@ -93,13 +101,14 @@ def _rollouts(config, pipe, requests, step: int, settings, options, log, mode=No
                         mode or config.steps_mode)
     keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), step), rng_tag),
                             len(picks) * config.group_size)
-    return rollout_m(pipe, [requests[i] for i in picks], config.group_size, record, keys, settings, options, log,
-                     text_view=config.reward_text)
+    return rollout(task, pipe, [requests[i] for i in picks], config.group_size, record, keys, settings, options,
+                   log, text_view=config.reward_text)
 
 
-def calibrate_reward(config, pipe, requests, reward, settings, options, out_dir: Path, log) -> R.RewardStats:
+def calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir: Path, log) -> R.RewardStats:
     path = out_dir / "reward_stats.json"
-    what = {"reward": config.reward, "reward_function": config.reward_function, "reward_text": config.reward_text}
+    what = {"reward": config.reward, "reward_function": config.reward_function, "reward_text": config.reward_text,
+            **({"reward_checkpoint": config.reward_checkpoint} if config.reward_checkpoint else {})}
     if path.exists():
         stored = json.loads(path.read_text())
         differs = sorted(k for k, v in what.items() if stored.get(k) != v)
@@ -109,11 +118,12 @@ def calibrate_reward(config, pipe, requests, reward, settings, options, out_dir:
         return R.RewardStats(stored["mu"], stored["sigma"], stored["count"])
     scores, step = [], 0
     while len(scores) < config.calibration_prompts:
-        ro = _rollouts(config, pipe, requests, step, settings, options, log, mode="sampled", rng_tag=1)
+        ro = _rollouts(config, task, pipe, requests, step, settings, options, log, mode="sampled", rng_tag=1)
         scores.append(R.score(reward, ro.requests, ro.texts, ro.images))
         step += 1
     stats = R.calibrate(np.concatenate([s.ravel() for s in scores]))
-    path.write_text(json.dumps({**stats.to_dict(), **what, "steps_mode": "sampled",
+    model = reward.describe() if hasattr(reward, "describe") else {}     # e.g. which CLIP, resolution, scale
+    path.write_text(json.dumps({**stats.to_dict(), **what, "reward_model": model, "steps_mode": "sampled",
                                 "prompts": len(scores) * config.prompts_per_step}, indent=2) + "\n")
     log(f"reward calibration on the starting policy: mu {stats.mu:.3f}, sigma {stats.sigma:.3f} "
         f"({stats.count} scores) -> {path}")
@@ -122,18 +132,21 @@ def calibrate_reward(config, pipe, requests, reward, settings, options, out_dir:
 
 def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[dict]:
     """Run ParaRL; returns the logged metric rows."""
-    reward = R.get_reward(config.reward, function=config.reward_function)    # checked before any work
+    reward = R.get_reward(config.reward, function=config.reward_function,     # checked before any work
+                          checkpoint=config.reward_checkpoint)
     mesh = make_mesh(parse_mesh(config.mesh) if config.mesh else None)
     pipe = load_pipeline(config.checkpoint, config.vq, config.tokenizer, mesh=mesh)
-    if pipe.config.kind != "mmada":
-        raise ValueError(f"{config.checkpoint}: ParaRL here runs MMaDA-Parallel-M checkpoints (kind 'mmada'); "
-                         f"got {pipe.config.kind!r}")
+    if pipe.config.kind != TASKS[config.task]:
+        raise ValueError(f"{config.checkpoint}: task {config.task} runs checkpoints of kind {TASKS[config.task]!r}; "
+                         f"this one is {pipe.config.kind!r}")
+    task = config.make_task()
     settings, options = config.sampler_settings()
+    restrict_text = bool(getattr(settings, "restrict_text", False))
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = load_prompts(config, out_dir, log)
     tokens = pipe.config.tokens
-    slots = text_slots(settings.text_len, settings.text_steps)
+    slots = task.max_text_per_step(settings)
     log(f"ParaRL: {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} rollouts per step, "
         f"s={config.s if config.steps_mode == 'sampled' else 1} ({config.steps_mode}) of {settings.text_steps} "
         f"steps, reward {config.reward}, beta {config.beta}, lr {config.lr}")
@@ -149,11 +162,11 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
         log(f"resumed from step {int(state['step'])} ({out_dir / 'checkpoints'})")
     start = int(state["step"])
     policy.use(state["params"])
-    stats = calibrate_reward(config, pipe, requests, reward, settings, options, out_dir, log)
+    stats = calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir, log)
 
     loss_options = LossOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(LossOptions)})
-    logp_fn = jax.jit(lambda params, batch, layout: token_logp(nnx.merge(graphdef, params), batch, layout),
-                      static_argnums=2)
+    logp_fn = jax.jit(lambda params, batch, layout: token_logp(nnx.merge(graphdef, params), batch, layout,
+                                                               restrict_text), static_argnums=2)
     jitted, objective_layout = None, None
     rows, skipped_run, applied = [], [], 0
     metrics_file = open(out_dir / "metrics.jsonl", "a")
@@ -161,7 +174,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     try:
         for step in range(start + 1, config.steps + 1):
             t = time.perf_counter()
-            ro = _rollouts(config, pipe, requests, step, settings, options, log)
+            ro = _rollouts(config, task, pipe, requests, step, settings, options, log)
             raw = R.score(reward, ro.requests, ro.texts, ro.images)
             normalised = R.normalize(raw, stats)
             adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
@@ -178,7 +191,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             local = _micro(batch, config.grad_accum)
             if jitted is None or objective_layout != out.layout:
                 objective_layout = out.layout
-                objective = make_objective(out.layout, loss_options)
+                objective = make_objective(out.layout, loss_options, restrict_text)
                 b_shardings = batch_shardings(local, mesh)
                 with jax.set_mesh(mesh):
                     jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings, b_shardings)
@@ -214,9 +227,9 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                     f"rollout {rollout_s:.1f}s learner {learner_s:.1f}s  ETA {eta:.0f}s"
                     + ("  [update skipped: non-finite]" if metrics["skipped"] else ""))
             if config.sample_every and step % config.sample_every == 0:
-                sample_sheet(config, pipe, requests, settings, options, out_dir / f"samples_{step:06d}.png", log)
+                sample_sheet(config, task, pipe, requests, settings, options, out_dir / f"samples_{step:06d}.png", log)
             if config.benchmark and (config.eval_every and step % config.eval_every == 0 or step == config.steps):
-                evaluate_policy(config, pipe, settings, options, out_dir / "eval" / f"step_{step}", log)
+                evaluate_policy(config, task, pipe, settings, options, out_dir / "eval" / f"step_{step}", log)
             if step % config.save_every == 0 or step == config.steps:
                 if applied and bool(params_finite(state["params"])):
                     checkpoints.save(step, state, None, config.to_dict(), force=step == config.steps,
@@ -238,14 +251,14 @@ def _micro(batch: dict, accum: int) -> dict:
     return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
 
 
-def sample_sheet(config, pipe, requests, settings, options, path: Path, log, count: int = 4) -> None:
+def sample_sheet(config, task, pipe, requests, settings, options, path: Path, log, count: int = 4) -> None:
     """Final images and texts of the first ``count`` prompts (seed-fixed noise) as one PNG."""
     from PIL import Image
 
     from ..app.outputs import side_by_side
     picks = requests[:count]
-    ro = rollout_m(pipe, picks, 1, np.full((len(picks), 1), settings.text_steps - 1, np.int32),
-                   jax.random.split(jax.random.key(config.seed), len(picks)), settings, options, log)
+    ro = rollout(task, pipe, picks, 1, np.full((len(picks), 1), settings.text_steps - 1, np.int32),
+                 jax.random.split(jax.random.key(config.seed), len(picks)), settings, options, log)
     panels = [side_by_side(Image.fromarray(img).resize((192, 192), Image.NEAREST), text, title=req.prompt)
               for img, text, req in zip(ro.final_images, ro.final_texts, picks)]
     sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
@@ -256,11 +269,11 @@ def sample_sheet(config, pipe, requests, settings, options, path: Path, log, cou
     sheet.save(path)
 
 
-def evaluate_policy(config, pipe, settings, options, out: Path, log) -> dict:
+def evaluate_policy(config, task, pipe, settings, options, out: Path, log) -> dict:
     """``evaluate`` of the live policy on ``config.benchmark`` with the synthetic judge."""
     from ..evaluation import get_judge
     from ..evaluation.run import evaluate
     bench = Path(config.benchmark)
-    return evaluate(bench, out, get_judge("synthetic", root=bench.parent), ParallelM(), lambda: pipe, settings,
+    return evaluate(bench, out, get_judge("synthetic", root=bench.parent), task, lambda: pipe, settings,
                     options, batch_size=config.rollouts_per_step, limit=config.eval_items or None,
                     run_info={"policy_step": out.name}, log=log)

@@ -49,17 +49,19 @@ def rollout_batch(steps: dict, advantages, ref_logp, old_logp=None) -> dict:
     return out
 
 
-def step_logp(model, micro: dict, layout) -> jnp.ndarray:
+def step_logp(model, micro: dict, layout, restrict_text: bool = False) -> jnp.ndarray:
     """[B, s, P] log-probabilities of the recorded steps' decoded tokens under ``model``."""
     b, s = micro["ids"].shape[:2]
     flat = {k: micro[k].reshape(b * s, *micro[k].shape[2:]) for k in STEP_KEYS}
-    return trajectory.token_logp(model, flat, layout).reshape(b, s, -1)
+    return trajectory.token_logp(model, flat, layout, restrict_text).reshape(b, s, -1)
 
 
-def make_objective(layout, options: LossOptions) -> Objective:
+def make_objective(layout, options: LossOptions, restrict_text: bool = False) -> Objective:
+    """The objective on ``layout``'s sequences; ``restrict_text``: the text sampler's vocabulary
+    rule (-A's option)."""
     def loss(model, micro, key):
         del key    # the trajectory estimator is deterministic given the recorded states
-        logp = step_logp(model, micro, layout).astype(jnp.float32)
+        logp = step_logp(model, micro, layout, restrict_text).astype(jnp.float32)
         old = micro["old_logp"] if options.inner_updates > 1 else logp
         total, metrics = policy_loss(logp, old, micro["ref_logp"], micro["advantages"], micro["weights"],
                                      loss=options.loss, beta=options.beta, epsilon=options.epsilon,

@@ -10,6 +10,11 @@ strings (the text decoded so far, special tokens dropped, runs of masked positio
 * ``synthetic``: the synthetic world judge's Output Alignment, counting the result slots a partly
   decoded text already states (:func:`~mmada_jax.evaluation.synthetic_judge.output_alignment`;
   0-100, no ground truth needed; the judge's own metric on complete texts);
+* ``clip``: the CLIP score of the text so far (mask marks dropped) and the predicted image,
+  ``max(scale * cos, 0)`` (torchmetrics' ``clip_score``; ``scale`` 100 by default: the 0-100
+  scale MMaDA reports), with a converted CLIP checkpoint (``checkpoint``; e.g. ViT-L/14, as the
+  authors' code) and texts truncated to ``max_tokens`` (77) CLIP tokens (:class:`CLIPReward`;
+  ``describe()`` says which model, resolution and scale produced the scores);
 * ``callable``: a user's function ``"package.module:function"`` with the same signature, e.g.::
 
       def brightness(requests, texts, images):      # rewards brighter images
@@ -48,6 +53,46 @@ def synthetic_reward(**_) -> Reward:
         return np.asarray([[output_alignment(text, image) for text, image in zip(row_texts, row_images)]
                            for row_texts, row_images in zip(texts, images)], np.float64)
     return score
+
+
+class CLIPReward:
+    """The ``clip`` reward: [B, s] ``max(scale * cos, 0)`` of each recorded step's text (its mask
+    marks and the CLIP tokenizer's special-token strings dropped) and image, with one
+    :class:`~mmada_jax.clip.CLIPScorer`. ``describe()``: the model, checkpoint, resolution, scale
+    and token limit that produced the scores (for the run's records)."""
+
+    def __init__(self, scorer):
+        from .rollout import plain_text
+        self.scorer = scorer
+        self._plain = plain_text
+
+    def __call__(self, requests, texts, images) -> np.ndarray:
+        images = np.asarray(images)
+        b, s = len(texts), len(texts[0]) if texts else 0
+        if images.ndim != 5 or images.shape[:2] != (b, s):
+            raise ValueError(f"the clip reward takes images [B, s, H, W, 3] matching the texts' {(b, s)}, "
+                             f"got {list(images.shape)}")
+        flat = [self._plain(t) for row in texts for t in row]
+        scores = self.scorer(flat, images.reshape((b * s,) + images.shape[2:]))
+        return scores.reshape(b, s).astype(np.float64)
+
+    def describe(self) -> dict:
+        return {"reward": "clip", **self.scorer.describe()}
+
+
+@register("clip")
+def clip_reward(checkpoint: str = "", scale: float = 100.0, max_tokens: int = 77, batch_size: int = 32,
+                dtype: str | None = None, **_) -> Reward:
+    """Options: ``checkpoint`` (a converted clip checkpoint, or a HF CLIPModel directory),
+    ``scale`` (100: torchmetrics' clip_score), ``max_tokens`` (77), ``batch_size`` (pairs per
+    network pass), ``dtype`` (default: as stored)."""
+    from ..clip import CLIPScorer, load_clip
+    if not checkpoint:
+        raise ValueError("the clip reward needs checkpoint=<a converted clip checkpoint "
+                         "(convert_torch_weights.py on a HF CLIPModel directory)>")
+    model, tokenizer = load_clip(checkpoint, dtype=dtype)
+    return CLIPReward(CLIPScorer(model, tokenizer, scale=scale, max_tokens=max_tokens, batch_size=batch_size,
+                                 source=checkpoint))
 
 
 @register("callable")

@@ -12,7 +12,6 @@ import dataclasses
 import numpy as np
 
 from ..app.requests import Request
-from ..app.tasks import ParallelM
 from ..sampling.common import SamplerOutput
 from ..tokenizer import SPECIAL_STRINGS
 
@@ -56,26 +55,28 @@ class Rollouts:
 TEXT_VIEWS = ("decoded", "predicted")
 
 
-def rollout_m(pipe, requests: list[Request], group_size: int, record_steps: np.ndarray, keys, settings, options,
-              log=print, text_view: str = "decoded") -> Rollouts:
-    """MMaDA-Parallel-M rollouts: each request repeated ``group_size`` times (consecutive rows),
-    ``record_steps`` [B, s], one PRNG key per row. ``text_view``: what the reward reads of the text
-    at a recorded step: ``decoded`` (the tokens decoded so far, holes marked; the paper's reading) or
-    ``predicted`` (the text predicted at the step, x0, every slot filled, as the image's)."""
-    task = ParallelM()
+def rollout(task, pipe, requests: list[Request], group_size: int, record_steps: np.ndarray, keys, settings,
+            options, log=print, text_view: str = "decoded") -> Rollouts:
+    """Rollouts of a joint text-and-image task (:class:`~mmada_jax.app.tasks.ParallelM` or
+    :class:`~mmada_jax.app.tasks.ParallelA`): each request repeated ``group_size`` times
+    (consecutive rows), ``record_steps`` [B, s], one PRNG key per row. ``text_view``: what the
+    reward reads of the text at a recorded step: ``decoded`` (the tokens decoded so far, holes
+    marked; the paper's reading) or ``predicted`` (the text predicted at the step, x0, every slot
+    filled, as the image's)."""
+    if text_view not in TEXT_VIEWS:
+        raise ValueError(f"text_view {text_view!r}; known: {TEXT_VIEWS}")
     rows = [r for r in requests for _ in range(group_size)]
-    pairs, n = task.inputs(pipe, rows, settings, options, seed=0, log=log)
-    out = task.generate(pipe, (pairs, n), settings, keys, False, record_steps=record_steps)
-    grid = task.grid(pipe, options)
+    inputs = task.inputs(pipe, rows, settings, options, seed=0, log=log)
+    out = task.generate(pipe, inputs, settings, keys, False, record_steps=record_steps)
     rec, lay = out.recording, out.layout
     b, s = rec.steps.shape
+    n = lay.num_image_tokens
+    grid = task.grid(pipe, options)
     decode = lambda codes: pipe.vq.to_uint8(pipe.vq.decode(np.asarray(codes), grid=grid))
     pixels = np.asarray(decode(np.concatenate([rec.image_codes.reshape(b * s, n), out.image_codes])))
     images, finals = pixels[:b * s], pixels[b * s:]
     mask_id = pipe.config.tokens.mask_id
-    if text_view not in TEXT_VIEWS:
-        raise ValueError(f"text_view {text_view!r}; known: {TEXT_VIEWS}")
-    ids = rec.after[:, :, lay.text_start:] if text_view == "decoded" else rec.text_ids
+    ids = rec.after[:, :, lay.text_positions()] if text_view == "decoded" else rec.text_ids
     texts = [[text_so_far(pipe.tokenizer, ids[i, j], mask_id) for j in range(s)] for i in range(b)]
     return Rollouts(rows, out, texts, images.reshape(b, s, *images.shape[1:]),
                     [pipe.tokenizer.decode(t) for t in out.text_ids], finals)
