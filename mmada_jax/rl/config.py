@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..config import ConfigError
+from ..config import DTYPES, REMAT_POLICIES, ConfigError
 from ..settings import setting
 from ..training.config import REPO_ROOT, _absolute, read_config_file, resolve_path
 from .advantages import ADVANTAGE_ESTIMATORS
@@ -28,7 +28,7 @@ from .losses import AGGREGATIONS, POLICY_LOSSES
 from .rollout import TEXT_VIEWS
 from .steps import MODES
 
-INPUT_PATH_KEYS = ("checkpoint", "vq", "tokenizer", "prompts", "benchmark", "reward_checkpoint")
+INPUT_PATH_KEYS = ("checkpoint", "model_config", "vq", "tokenizer", "prompts", "benchmark", "reward_checkpoint")
 ESTIMATORS = ("trajectory",)
 TASKS = {"parallel_m": "mmada", "parallel_a": "dimoo"}     # task -> the checkpoint kind it runs
 
@@ -41,6 +41,8 @@ class RLConfig:
     task: str = setting("parallel_m", "parallel_m (MMaDA-Parallel-M) or parallel_a (MMaDA-Parallel-A, editing "
                                       "only: every prompt needs an input image)", choices=tuple(TASKS))
     checkpoint: str = setting("demo/parallel_m_shapes", "the SFT model: starting policy and frozen reference")
+    model_config: str | None = setting(None, "a YAML model config: the architecture --compile-only plans for "
+                                             "without the checkpoint (default: the checkpoint's)")
     vq: str | None = setting(None, "image tokenizer (default: the checkpoint's)")
     tokenizer: str | None = setting(None, "text tokenizer (default: the checkpoint's)")
     prompts: str | None = setting(None, "a JSONL of requests (lines with instruction and input_image, relative "
@@ -84,9 +86,15 @@ class RLConfig:
     max_grad_norm: float = setting(1.0, "global-norm clipping", minimum=0.0)
     grad_accum: int = setting(1, "micro-batches per update (rollouts split evenly)", minimum=1)
     max_skipped_updates: int = setting(5, "stop after this many consecutive non-finite updates", minimum=1)
-    # bookkeeping
+    # numerics and parallelism (the SFT config's names and defaults)
+    param_dtype: str = setting("float32", "policy master weights", choices=DTYPES)
+    dtype: str = setting("float32", "compute (rollouts and learner)", choices=DTYPES)
+    remat_policy: str = setting("none", "learner rematerialisation", choices=REMAT_POLICIES)
+    reference_dtype: str | None = setting(None, "the frozen reference's weights (default: param_dtype; bfloat16 "
+                                                "halves its memory at 8B)", choices=(None,) + tuple(DTYPES))
     mesh: str = setting("", "e.g. fsdp=8; empty: all devices on fsdp")
     seed: int = setting(0, "prompts, steps and sampling noise derive from (seed, step)", minimum=0)
+    # bookkeeping
     out_dir: str = setting("runs/pararl", "run folder (checkpoints, metrics, sheets)")
     save_every: int = setting(50, "checkpoint every this many steps", minimum=1)
     keep: int = setting(3, "checkpoints kept", minimum=1)

@@ -35,6 +35,7 @@ import numpy as np
 from flax import nnx
 
 from ..app import load_pipeline
+from ..checkpoints import load_model
 from ..app.requests import Request
 from ..evaluation.run import read_benchmark
 from ..sharding import make_mesh, parse_mesh
@@ -80,6 +81,12 @@ def _optimizer_config(config: RLConfig):
     names = ("lr", "steps", "min_lr_scale", "b1", "b2", "adam_eps", "weight_decay", "max_grad_norm", "seed")
     return types.SimpleNamespace(**{n: getattr(config, n) for n in names},
                                  warmup_steps=min(config.warmup_steps, config.steps))
+
+
+def frozen_reference(params, dtype: str):
+    """A copy of the starting policy's weights in ``dtype`` (same shardings), kept apart from the
+    train state (whose buffers the train step donates)."""
+    return jax.tree.map(lambda p: jnp.copy(p) if p.dtype == jnp.dtype(dtype) else p.astype(dtype), params)
 
 
 class _Policy:
@@ -151,10 +158,12 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
         f"s={config.s if config.steps_mode == 'sampled' else 1} ({config.steps_mode}) of {settings.text_steps} "
         f"steps, reward {config.reward}, beta {config.beta}, lr {config.lr}")
 
-    model = pipe.model
+    model = load_model(pipe.checkpoint, mesh=mesh, param_dtype=config.param_dtype, dtype=config.dtype,
+                       remat_policy=config.remat_policy)[0]
+    pipe.__dict__["model"] = model
     opt_config = _optimizer_config(config)
     graphdef, state, shardings = setup_state(model, opt_config, mesh)
-    reference = jax.tree.map(jnp.copy, state["params"])       # frozen SFT weights, apart from the policy
+    reference = frozen_reference(state["params"], config.reference_dtype or config.param_dtype)
     policy = _Policy(pipe, graphdef)
     checkpoints = RunCheckpoints(out_dir / "checkpoints", keep=config.keep, save_every=config.save_every)
     if checkpoints.latest_step() is not None:
