@@ -94,6 +94,18 @@ def test_pararl_runs_parallel_a(tmp_path):
                    log=lambda *_: None)
 
 
+@pytest.mark.golden
+def test_pararl_random_remask_estimator(tmp_path):
+    """``estimator: random_remask`` trains on re-maskings of the final outputs: the policy moves
+    (KL > 0 after the first update) and there is no sampler gap to report."""
+    from mmada_jax.rl.loop import run_pararl
+
+    rows = run_pararl(RLConfig.from_yaml(_config(tmp_path, estimator="random_remask", steps=3,
+                                                 calibration_prompts=1)), log=lambda *_: None)
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in rows)
+    assert rows[-1]["kl"] > 0 and "logp_gap" not in rows[-1]      # (step 1's learning rate is 0: warm-up)
+
+
 @pytest.mark.parametrize("over, message", [
     ({"group_sise": 4}, "did you mean 'group_size'"),
     ({"beta": "small"}, "beta='small' must be float"),

@@ -69,6 +69,10 @@ class Layout:
     def text_positions(self) -> np.ndarray:
         return np.arange(self.text_start, self.text_end, dtype=np.int32)
 
+    def generated_text_positions(self) -> np.ndarray:
+        """The text slots the sampler decodes (all of them)."""
+        return self.text_positions()
+
 
 def output_grid(height: int, width: int) -> tuple[int, int]:
     """(grid_h, grid_w) of an output image of ``height`` x ``width`` pixels."""

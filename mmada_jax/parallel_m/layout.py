@@ -55,6 +55,10 @@ class Layout:
     def text_positions(self) -> np.ndarray:
         return np.arange(self.text_start, self.total, dtype=np.int32)
 
+    def generated_text_positions(self) -> np.ndarray:
+        """The text slots the sampler decodes (all but the leading BOS)."""
+        return self.text_positions()[1:]
+
     @classmethod
     def for_training(cls, input_image_tokens: int, num_image_tokens: int, text_len: int,
                      instruction_len: int | None = None) -> "Layout":

@@ -29,7 +29,7 @@ from .rollout import TEXT_VIEWS
 from .steps import MODES
 
 INPUT_PATH_KEYS = ("checkpoint", "model_config", "vq", "tokenizer", "prompts", "benchmark", "reward_checkpoint")
-ESTIMATORS = ("trajectory",)
+ESTIMATORS = ("trajectory", "random_remask")
 TASKS = {"parallel_m": "mmada", "parallel_a": "dimoo"}     # task -> the checkpoint kind it runs
 
 
@@ -57,7 +57,9 @@ class RLConfig:
     s: int = setting(3, "recorded steps per rollout, shared by its group", minimum=1)
     steps_mode: str = setting("sampled", "sampled: s uniform steps per group; final: the last step only",
                               choices=MODES)
-    estimator: str = setting("trajectory", "log-probabilities from the stored states (Eq. 3)", choices=ESTIMATORS)
+    estimator: str = setting("trajectory", "log-probabilities from the stored states (trajectory, Eq. 3) or from "
+                                           "random re-maskings of the final output (random_remask, App. D.2)",
+                             choices=ESTIMATORS)
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
     reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=("synthetic", "clip", "callable"))
     reward_function: str = setting("", "for reward=callable: package.module:function")

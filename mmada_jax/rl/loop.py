@@ -46,6 +46,7 @@ from . import rewards as R
 from .advantages import advantages
 from .config import TASKS, RLConfig
 from .objective import LossOptions, make_objective, rollout_batch
+from .remask import remask_batch
 from .rollout import Rollouts, rollout
 from .steps import draw_steps
 from .trajectory import step_batch, token_logp
@@ -188,7 +189,11 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             normalised = R.normalize(raw, stats)
             adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
             out = ro.output
-            sb = step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
+            if config.estimator == "random_remask":
+                sb = remask_batch(out.ids, out.image_codes, out.pads, out.layout, adv.shape[1], tokens.mask_id,
+                                  tokens.image_offset, np.random.default_rng([config.seed, step, 2]))
+            else:
+                sb = step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
             forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
             rollout_s = time.perf_counter() - t
             t = time.perf_counter()
@@ -196,7 +201,8 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             current = np.asarray(logp_fn(state["params"], forward, out.layout))
             batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
             w = sb["weights"]
-            gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean())
+            trajectory = config.estimator == "trajectory"     # else the sampler never saw the learner's inputs
+            gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean()) if trajectory else None
             local = _micro(batch, config.grad_accum)
             if jitted is None or objective_layout != out.layout:
                 objective_layout = out.layout
@@ -222,7 +228,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                    **{f"reward_raw_slot{j}_std": float(raw[:, j].std()) for j in range(raw.shape[1])},
                    "final_reward_raw": float(R.score(reward, ro.requests, [[x] for x in ro.final_texts],
                                                      ro.final_images[:, None]).mean()),
-                   "logp_gap": gap, "rollout_s": rollout_s, "learner_s": learner_s}
+                   **({"logp_gap": gap} if trajectory else {}), "rollout_s": rollout_s, "learner_s": learner_s}
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
             rows.append(row)
@@ -232,7 +238,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                                     for j in range(raw.shape[1]))
                 log(f"step {step}/{config.steps}  reward {per_slot} (final {row['final_reward_raw']:.3g})  "
                     f"loss {metrics['loss']:.4f}  kl {metrics['kl']:.2e}  clip {metrics['clip_fraction']:.3f}  "
-                    f"|log r| {metrics['abs_log_ratio']:.2e}  gap {gap:.1e}  lr {metrics['lr']:.2e}  "
+                    f"|log r| {metrics['abs_log_ratio']:.2e}  {f'gap {gap:.1e}  ' if trajectory else ''}lr {metrics['lr']:.2e}  "
                     f"rollout {rollout_s:.1f}s learner {learner_s:.1f}s  ETA {eta:.0f}s"
                     + ("  [update skipped: non-finite]" if metrics["skipped"] else ""))
             if config.sample_every and step % config.sample_every == 0:
