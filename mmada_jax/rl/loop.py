@@ -35,8 +35,8 @@ import numpy as np
 from flax import nnx
 
 from ..app import load_pipeline
-from ..checkpoints import load_model
 from ..app.requests import Request
+from ..checkpoints import load_model
 from ..evaluation.run import read_benchmark
 from ..sharding import make_mesh, parse_mesh
 from ..training.checkpoint import RunCheckpoints, abstract_like
@@ -111,6 +111,16 @@ def _rollouts(config, task, pipe, requests, step: int, settings, options, log, m
                             len(picks) * config.group_size)
     return rollout(task, pipe, [requests[i] for i in picks], config.group_size, record, keys, settings, options,
                    log, text_view=config.reward_text)
+
+
+def learner_batch(config, out, tokens, slots: int, step: int) -> dict:
+    """The estimator's inputs for a rollout batch ``out``: the recorded steps' states
+    (``trajectory``) or seeded re-maskings of the final outputs, one per recorded step slot
+    (``random_remask``)."""
+    if config.estimator == "random_remask":
+        return remask_batch(out.ids, out.image_codes, out.pads, out.layout, out.recording.steps.shape[1],
+                            tokens.mask_id, tokens.image_offset, np.random.default_rng([config.seed, step, 2]))
+    return step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
 
 
 def calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir: Path, log) -> R.RewardStats:
@@ -189,11 +199,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             normalised = R.normalize(raw, stats)
             adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
             out = ro.output
-            if config.estimator == "random_remask":
-                sb = remask_batch(out.ids, out.image_codes, out.pads, out.layout, adv.shape[1], tokens.mask_id,
-                                  tokens.image_offset, np.random.default_rng([config.seed, step, 2]))
-            else:
-                sb = step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
+            sb = learner_batch(config, out, tokens, slots, step)
             forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
             rollout_s = time.perf_counter() - t
             t = time.perf_counter()
