@@ -17,6 +17,19 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROF
 NOISY_LOGGERS = ("absl", "orbax", "jax._src.distributed")
 
 
+def use_fake_devices(mesh: str | None) -> None:
+    """For ``--compile-only`` (AOT memory plans): make this CPU host pretend to have the mesh's
+    device count (8 when the mesh names none). Must run before JAX initialises its backends."""
+    import math
+    import os
+
+    from .sharding import parse_mesh
+    devices = math.prod(v for v in parse_mesh(mesh or "").values() if v > 0) or 8
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               f" --xla_force_host_platform_device_count={devices}").strip()
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
 def quiet_logs() -> None:
     """Silence absl/Orbax INFO and WARNING chatter so progress lines stay readable."""
     try:

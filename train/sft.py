@@ -10,7 +10,6 @@ sets the batch for it, ``--search-batch GB`` finds the largest per-device batch 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 
@@ -30,12 +29,8 @@ def main(argv=None) -> int:
     args = parse(argv)
     overrides = list(args.overrides) + ([f"mesh={args.mesh}"] if args.mesh else [])
     if args.compile_only:
-        from mmada_jax.sharding import parse_mesh
-        import math
-        devices = math.prod(v for v in parse_mesh(args.mesh or "").values() if v > 0) or 8
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   f" --xla_force_host_platform_device_count={devices}").strip()
-        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        from mmada_jax.cli_utils import use_fake_devices
+        use_fake_devices(args.mesh)
     from mmada_jax.cli_utils import quiet_logs, run_guarded
     from mmada_jax.training import TrainConfig
     quiet_logs()

@@ -250,6 +250,15 @@ def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=N
     differ in length: rows are left-padded (see the module docstring). The returned ``ids`` (and
     trajectory) are the padded rows, ``layout`` their layout; ``pads`` [B] says how many leading
     pad tokens each has. ``settings.text_len`` is the prompts' text budget."""
+    x, layout, overlays, pads = _batch(model, prompts)
+    settings = resolve(Settings, settings, **overrides)
+    out = _generate(model, x, layout, overlays, pads, settings, seed, tape, exact, return_trajectory, record_steps)
+    return dataclasses.replace(out, pads=pads)
+
+
+def _batch(model, prompts) -> tuple:
+    """(rows [B, L] left-padded, their layout, the unconditional overlays, pads [B]) of edit
+    prompts sharing the answer (output grid, text budget)."""
     prompts = list(prompts) if isinstance(prompts, (list, tuple)) else [prompts]
     if not prompts:
         raise ValueError("no prompts")
@@ -258,7 +267,6 @@ def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=N
         if answer(p) != answer(prompts[0]):
             raise ValueError(f"the prompts of a batch must share the output grid and text budget; got "
                              f"(grid, T, eoa) {answer(prompts[0])} and {answer(p)}")
-    settings = resolve(Settings, settings, **overrides)
     length = max(len(p.full_input_ids) for p in prompts)
     pads = np.asarray([length - len(p.full_input_ids) for p in prompts], np.int32)
     x = np.full((len(prompts), length), model.config.tokens.pad_id, np.int32)
@@ -267,8 +275,18 @@ def generate(model, prompts, *, settings: Settings | None = None, seed=0, tape=N
     overlays = _prefix_overlays({"uncon_text": [p.uncon_input_text for p in prompts],
                                  "uncon_image": [p.uncon_input_image for p in prompts]}, pads, length)
     layout = dataclasses.replace(prompts[0].layout, prompt_len=length - prompts[0].layout.answer_len)
-    out = _generate(model, x, layout, overlays, pads, settings, seed, tape, exact, return_trajectory, record_steps)
-    return dataclasses.replace(out, pads=pads)
+    return x, layout, overlays, pads
+
+
+def prepare(model, prompts, *, settings: Settings | None = None, seed=0, tape=None, exact: bool | None = None,
+            return_trajectory: bool = False, record_steps=None, **overrides):
+    """The arguments of :func:`~mmada_jax.sampling.runner.run_scan` for :func:`generate`'s run on
+    ``prompts``: (static, initial carry, per-step inputs, constants, randomness, exact), and the
+    rows' left-padding [B] (as :func:`mmada_jax.parallel_m.sampler.prepare`). Only
+    ``model.config`` is read, so an abstract model (AOT memory plans) serves."""
+    x, layout, overlays, pads = _batch(model, prompts)
+    return _prepare(model, x, layout, overlays, pads, resolve(Settings, settings, **overrides), seed, tape, exact,
+                    return_trajectory, record_steps) + (pads,)
 
 
 def _prefix_overlays(prefixes: dict, pads: np.ndarray, length: int) -> dict[str, np.ndarray]:
@@ -300,14 +318,15 @@ def max_text_per_step(settings: Settings) -> int:
     return int(text_schedule(settings.text_len, settings.text_steps).max())
 
 
-def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,
-              return_trajectory, record_steps=None) -> SamplerOutput:
-    """The sampler on rows ``x`` [B, L] sharing ``layout``, the unconditional rows given as
-    overlays (``uncon_text`` [B, L] written where ``uncon_text_on``, same for ``uncon_image``),
-    ``pads`` [B] left-padding lengths (None: no padding, no attention mask)."""
+def _prepare(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,
+             return_trajectory, record_steps=None) -> tuple:
+    """(static, initial carry, per-step inputs, constants, randomness, exact) of the sampler on
+    rows ``x`` [B, L] sharing ``layout``, the unconditional rows given as overlays (``uncon_text``
+    [B, L] written where ``uncon_text_on``, same for ``uncon_image``), ``pads`` [B] left-padding
+    lengths (None: no padding, no attention mask)."""
     b, length = x.shape
     t = model.config.tokens
-    mask, off, kk = t.mask_id, t.image_offset, t.codebook_size
+    mask = t.mask_id
     s = settings
     if layout.total != length:
         raise ValueError(f"the layout describes {layout.total} tokens but the sequences have {length}")
@@ -339,6 +358,19 @@ def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed
     static = Static(s, layout, t, exact, return_trajectory, record)
     rnd = as_randomness(seed, b, tape)
     xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps)
+    return static, init, xs, consts, rnd, exact
+
+
+def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,
+              return_trajectory, record_steps=None) -> SamplerOutput:
+    """The sampler on rows ``x`` (see :func:`_prepare`), its final image completed."""
+    static, init, xs, consts, rnd, exact = _prepare(model, x, layout, overlays, pads, settings, seed, tape, exact,
+                                                    return_trajectory, record_steps)
+    t = model.config.tokens
+    mask, off, kk = t.mask_id, t.image_offset, t.codebook_size
+    s, record = settings, static.record
+    b, n = x.shape[0], layout.num_image_tokens
+    positions = layout.image_positions()
     carry, traj = run_scan(model, _step, static, init, xs, consts, rnd, exact)
     final, last_sampled = carry[0], carry[3]
     final = np.array(final)

@@ -40,7 +40,8 @@ from ..checkpoints import load_model
 from ..evaluation.run import read_benchmark
 from ..sharding import make_mesh, parse_mesh
 from ..training.checkpoint import RunCheckpoints, abstract_like
-from ..training.step import TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite
+from ..training.step import (TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite,
+                             row_shardings)
 from ..training.step import setup_state
 from . import rewards as R
 from .advantages import advantages
@@ -135,7 +136,7 @@ def calibrate_reward(config, task, pipe, requests, reward, settings, options, ou
                              f"); use another out_dir")
         return R.RewardStats(stored["mu"], stored["sigma"], stored["count"])
     scores, step = [], 0
-    while len(scores) < config.calibration_prompts:
+    while len(scores) * config.prompts_per_step < config.calibration_prompts:    # whole rollout batches
         ro = _rollouts(config, task, pipe, requests, step, settings, options, log, mode="sampled", rng_tag=1)
         scores.append(R.score(reward, ro.requests, ro.texts, ro.images))
         step += 1
@@ -203,8 +204,11 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
             rollout_s = time.perf_counter() - t
             t = time.perf_counter()
-            ref_logp = np.asarray(logp_fn(reference, forward, out.layout))
-            current = np.asarray(logp_fn(state["params"], forward, out.layout))
+            # placed rows and the mesh in context: each device computes its rows, not the whole batch
+            forward = jax.device_put(forward, row_shardings(forward, mesh))
+            with jax.set_mesh(mesh):
+                ref_logp = np.asarray(logp_fn(reference, forward, out.layout))
+                current = np.asarray(logp_fn(state["params"], forward, out.layout))
             batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
             w = sb["weights"]
             trajectory = config.estimator == "trajectory"     # else the sampler never saw the learner's inputs
@@ -217,8 +221,9 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                 with jax.set_mesh(mesh):
                     jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings, b_shardings)
             placed = {k: jax.device_put(v, b_shardings[k]) for k, v in local.items()}
-            for _ in range(config.inner_updates):
-                state, metrics = jitted(state, placed)
+            with jax.set_mesh(mesh):         # traced under the mesh: the model's activation constraints apply
+                for _ in range(config.inner_updates):
+                    state, metrics = jitted(state, placed)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             policy.use(state["params"])
             learner_s = time.perf_counter() - t

@@ -171,24 +171,41 @@ class _Placer:
         return state if self.mesh is None else jax.tree.map(one, state)
 
 
-def _arguments(model, init_carry, steps_xs, consts, randomness: Randomness, *, batch_axes=None,
-               carry_batch_axes=None, batch_size=None):
-    """(graphdef, mesh or None, the jitted program's arguments) of one sampler run; on a mesh the
-    arguments are placed (call under ``enable_x64(exact)`` so float64 inputs stay float64)."""
-    graphdef, state = nnx.split(model)
+class _AbstractPlacer(_Placer):
+    """As :class:`_Placer`, but every input becomes a ShapeDtypeStruct with the sharding it would
+    be placed with: nothing is put on a device (AOT memory plans)."""
+
+    def put(self, leaf, axis: int | None):
+        sharding = self.sharding(np.shape(leaf), axis)
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+        return jax.ShapeDtypeStruct(np.shape(leaf), dtype, sharding=sharding)
+
+
+def _inputs(place: _Placer, init_carry, steps_xs, consts, randomness: Randomness, batch_axes, carry_batch_axes):
+    """The program's non-state arguments (initial carry, per-step inputs, constants, keys, tape),
+    placed by ``place``."""
     explicit = dict(batch_axes or {})
     unknown = set(explicit) - set(consts)
     if unknown:
         raise ValueError(f"batch_axes names constants that are not given: {sorted(unknown)}")
-    mesh = model_mesh(model)
-    place = _Placer(mesh, _batch_size(init_carry, randomness, batch_size))
     consts = {name: place.tree(value, explicit.get(name, _DEFAULT), f"batch_axes[{name!r}]")
               for name, value in consts.items()}
     keys = None if randomness.keys is None else place.put(randomness.keys, 0)
     carry_axes = _DEFAULT if carry_batch_axes is None else carry_batch_axes
     tape = dict(randomness.tape) if randomness.tape is not None else None
-    args = (place.state(state), place.tree(init_carry, carry_axes, "carry_batch_axes"),
-            place.replicate(steps_xs), consts, keys, place.replicate(tape))
+    return (place.tree(init_carry, carry_axes, "carry_batch_axes"), place.replicate(steps_xs), consts, keys,
+            place.replicate(tape))
+
+
+def _arguments(model, init_carry, steps_xs, consts, randomness: Randomness, *, batch_axes=None,
+               carry_batch_axes=None, batch_size=None):
+    """(graphdef, mesh or None, the jitted program's arguments) of one sampler run; on a mesh the
+    arguments are placed (call under ``enable_x64(exact)`` so float64 inputs stay float64)."""
+    graphdef, state = nnx.split(model)
+    mesh = model_mesh(model)
+    place = _Placer(mesh, _batch_size(init_carry, randomness, batch_size))
+    args = (place.state(state),) + _inputs(place, init_carry, steps_xs, consts, randomness, batch_axes,
+                                           carry_batch_axes)
     return graphdef, mesh, args
 
 
@@ -255,5 +272,20 @@ def lower_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, r
     with _context(None, exact):
         graphdef, mesh, args = _arguments(model, init_carry, steps_xs, consts, randomness, batch_axes=batch_axes,
                                           carry_batch_axes=carry_batch_axes, batch_size=batch_size)
+    with _context(mesh, exact):
+        return jax.jit(_program(graphdef, step_fn, static)).lower(*args)
+
+
+def lower_abstract(graphdef, state, mesh: Mesh, step_fn: Callable, static, init_carry, steps_xs, consts,
+                   randomness: Randomness, exact: bool, *, batch_axes: Mapping[str, Any] | None = None,
+                   carry_batch_axes=None, batch_size: int | None = None):
+    """The lowered program of a sampler run of a model that has no weights (AOT memory plans):
+    ``state`` is the model's state as ShapeDtypeStructs carrying their shardings on ``mesh``; the
+    other inputs are given as arrays (only their shapes and dtypes are used) and get the shardings
+    :func:`run_scan` would place them with (per-row arrays split by the ``batch`` rule, the rest
+    replicated). Nothing is put on a device."""
+    with _context(None, exact):
+        place = _AbstractPlacer(mesh, _batch_size(init_carry, randomness, batch_size))
+        args = (state,) + _inputs(place, init_carry, steps_xs, consts, randomness, batch_axes, carry_batch_axes)
     with _context(mesh, exact):
         return jax.jit(_program(graphdef, step_fn, static)).lower(*args)

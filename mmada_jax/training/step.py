@@ -91,6 +91,13 @@ def setup_state(model, config: TrainConfig, mesh: Mesh):
         return graphdef, init_state(params, config, shardings), shardings
 
 
+def row_shardings(batch: dict, mesh: Mesh) -> dict:
+    """Per-row inputs [B, ...] (one forward, no micro-batches): batch axis over (data, fsdp)."""
+    def one(x):
+        return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (x.ndim - 1), mesh, x.shape))
+    return jax.tree.map(one, batch)
+
+
 def batch_shardings(batch: dict, mesh: Mesh) -> dict:
     """Micro-batched inputs [accum, B, ...]: batch axis over (data, fsdp)."""
     def one(x):
