@@ -44,7 +44,7 @@ def _config(tmp_path, task: str, **over) -> RLConfig:
 _PLANS = {}      # the default plans, shared with the estimator test
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+@pytest.mark.parametrize("task", ["parallel_m", pytest.param("parallel_a", marks=pytest.mark.slow)])  # -A: ~35 s more
 def test_plan_parts_and_peak(tmp_path, task):
     config = _config(tmp_path, task)
     p = _PLANS[task] = plan(config)
