@@ -78,17 +78,26 @@ def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
     return requests
 
 
-def _optimizer_config(config: RLConfig):
+def optimizer_config(config: RLConfig):
     """The fields the SFT optimizer reads, warm-up capped at the run's length."""
     names = ("lr", "steps", "min_lr_scale", "b1", "b2", "adam_eps", "weight_decay", "max_grad_norm", "seed")
     return types.SimpleNamespace(**{n: getattr(config, n) for n in names},
                                  warmup_steps=min(config.warmup_steps, config.steps))
 
 
+def reference_leaf_dtype(leaf_dtype, dtype: str):
+    """The frozen reference's dtype for a policy leaf: ``dtype`` for floating weights, the leaf's
+    own otherwise."""
+    return jnp.dtype(dtype) if jnp.issubdtype(leaf_dtype, jnp.inexact) else jnp.dtype(leaf_dtype)
+
+
 def frozen_reference(params, dtype: str):
-    """A copy of the starting policy's weights in ``dtype`` (same shardings), kept apart from the
-    train state (whose buffers the train step donates)."""
-    return jax.tree.map(lambda p: jnp.copy(p) if p.dtype == jnp.dtype(dtype) else p.astype(dtype), params)
+    """A copy of the starting policy's weights, floating ones in ``dtype`` (same shardings), kept
+    apart from the train state (whose buffers the train step donates)."""
+    def one(p):
+        target = reference_leaf_dtype(p.dtype, dtype)
+        return jnp.copy(p) if p.dtype == target else p.astype(target)
+    return jax.tree.map(one, params)
 
 
 class _Policy:
@@ -173,7 +182,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     model = load_model(pipe.checkpoint, mesh=mesh, param_dtype=config.param_dtype, dtype=config.dtype,
                        remat_policy=config.remat_policy)[0]
     pipe.__dict__["model"] = model
-    opt_config = _optimizer_config(config)
+    opt_config = optimizer_config(config)
     graphdef, state, shardings = setup_state(model, opt_config, mesh)
     reference = frozen_reference(state["params"], config.reference_dtype or config.param_dtype)
     policy = _Policy(pipe, graphdef)
@@ -213,7 +222,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             w = sb["weights"]
             trajectory = config.estimator == "trajectory"     # else the sampler never saw the learner's inputs
             gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean()) if trajectory else None
-            local = _micro(batch, config.grad_accum)
+            local = micro_batches(batch, config.grad_accum)
             if jitted is None or objective_layout != out.layout:
                 objective_layout = out.layout
                 objective = make_objective(out.layout, loss_options, restrict_text)
@@ -273,7 +282,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     return rows
 
 
-def _micro(batch: dict, accum: int) -> dict:
+def micro_batches(batch: dict, accum: int) -> dict:
     return {k: v.reshape(accum, v.shape[0] // accum, *v.shape[1:]) for k, v in batch.items()}
 
 

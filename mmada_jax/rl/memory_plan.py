@@ -62,7 +62,7 @@ from ..sharding import make_mesh, parse_mesh
 from ..training.step import (batch_shardings, jit_train_step, make_train_step, optimizer, param_shardings,
                              row_shardings, state_shardings_for)
 from .config import TASKS, RLConfig
-from .loop import _micro, _optimizer_config, learner_batch
+from .loop import learner_batch, micro_batches, optimizer_config, reference_leaf_dtype
 from .objective import LossOptions, make_objective, rollout_batch
 from .steps import draw_steps
 from .trajectory import token_logp
@@ -140,7 +140,7 @@ def _sampler_args(config: RLConfig, model, settings, options, record_steps: np.n
 def _learner_batch(config: RLConfig, layout, tokens, record_steps: np.ndarray, slots: int) -> tuple[dict, dict]:
     """(the forwards' inputs [B*s, ...], the train step's micro-batched batch) with the loop's
     shapes for the config's estimator (:func:`~mmada_jax.rl.loop.learner_batch`,
-    ``rollout_batch``, ``_micro``), built from a rollout batch of zeros."""
+    ``rollout_batch``, ``micro_batches``), built from a rollout batch of zeros."""
     b, s = record_steps.shape
     n, length = layout.num_image_tokens, layout.total
     zeros = lambda *shape: np.zeros(shape, np.int32)
@@ -153,7 +153,7 @@ def _learner_batch(config: RLConfig, layout, tokens, record_steps: np.ndarray, s
     forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
     logp = np.zeros(sb["targets"].shape, np.float32)
     batch = rollout_batch(sb, np.zeros((b, s), np.float32), logp, logp if config.inner_updates > 1 else None)
-    return forward, _micro(batch, config.grad_accum)
+    return forward, micro_batches(batch, config.grad_accum)
 
 
 @dataclasses.dataclass
@@ -181,8 +181,8 @@ def _state(config: RLConfig) -> _State:
     params = _abstract(nnx.to_pure_dict(state), p_shardings)
     dtype = config.reference_dtype or config.param_dtype
     reference = jax.tree.map(lambda p: jax.ShapeDtypeStruct(
-        p.shape, dtype if np.issubdtype(p.dtype, np.inexact) else p.dtype, sharding=p.sharding), params)
-    opt_config = _optimizer_config(config)
+        p.shape, reference_leaf_dtype(p.dtype, dtype), sharding=p.sharding), params)
+    opt_config = optimizer_config(config)
     with jax.set_mesh(mesh):
         shardings = state_shardings_for(params, p_shardings, opt_config, mesh)
         train_state = _abstract({"params": params, "opt_state": jax.eval_shape(optimizer(opt_config).init, params),
