@@ -81,8 +81,9 @@ def test_pararl_runs_parallel_a(tmp_path):
     a_run = dict(task="parallel_a", synthetic=12, steps=2, calibration_prompts=1,
                  sampling={"text_len": 8, "text_steps": 8, "image_steps": 4, "image_cfg": 1.0, "restrict_text": True},
                  options={"height": 32, "width": 32, "input_size": 32})
-    config = RLConfig.from_yaml(_config(tmp_path, checkpoint=str(TINY_A["checkpoint"]), vq=str(TINY_A["vq"]),
-                                        tokenizer=str(TINY_A["tokenizer"]), **a_run))
+    config = RLConfig.from_yaml(_config(tmp_path, checkpoint=str(golden_path("dimoo_tiny")),
+                                        vq=str(golden_path("amused_vq_tiny")), tokenizer=str(TINY_A["tokenizer"]),
+                                        **a_run))
     rows = run_pararl(config, log=logs.append)
     assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["loss"]) for r in rows)
     assert all(r["logp_gap"] < 1e-4 for r in rows)
