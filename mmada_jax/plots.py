@@ -1,8 +1,10 @@
 """Training curves as PNG plots, drawn with Pillow (no plotting library is a dependency).
 
 :func:`plot_curves` draws one panel per named series (loss against step, say) with axes, tick
-labels and a title, and :func:`plot_metrics_file` reads a run's ``metrics.jsonl`` and plots the
-columns asked for. Values that are not finite are left out (and counted in the panel's title),
+labels and a title, :func:`plot_metrics_file` reads a run's ``metrics.jsonl`` and plots the
+columns asked for, and :func:`compare_runs` draws one column of several runs in one panel (an RL
+run beside its ablation), smoothed by a trailing :func:`moving_average` since per-step rewards of a
+few rollouts are noisy. Values that are not finite are left out (and counted in the panel's title),
 so a diverged step never hides the rest of the curve.
 """
 
@@ -122,3 +124,37 @@ def plot_metrics_file(metrics: str | Path, path: str | Path, panels: dict[str, S
     data = {title: {c: ([r["step"] for r in rows if c in r], [r[c] for r in rows if c in r]) for c in cols}
             for title, cols in panels.items()}
     return plot_curves(data, path, log_y=log_y)
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean of the last ``window`` finite values at each point (non-finite values are
+    skipped; a point with no finite value in its window stays NaN). ``window`` 1 returns the values."""
+    if window < 1:
+        raise ValueError(f"moving-average window must be >= 1, got {window}")
+    out = []
+    for i in range(len(values)):
+        seen = [float(v) for v in values[max(0, i - window + 1):i + 1] if math.isfinite(float(v))]
+        out.append(sum(seen) / len(seen) if seen else math.nan)
+    return out
+
+
+def compare_runs(runs: dict[str, str | Path], columns: dict[str, str], path: str | Path, window: int = 1) -> Path:
+    """One panel per ``columns`` ({title: metrics column}) with one series per run ({label:
+    metrics.jsonl or a run folder holding one}), each smoothed by ``moving_average(window)``."""
+    files = {}
+    for label, run in runs.items():
+        f = Path(run) / "metrics.jsonl" if Path(run).is_dir() else Path(run)
+        if not f.is_file():
+            raise FileNotFoundError(f"run {label!r}: no metrics file at {f}")
+        files[label] = read_metrics(f)
+    suffix = f" (moving average of {window})" if window > 1 else ""
+    panels = {}
+    for title, column in columns.items():
+        series = {}
+        for label, rows in files.items():
+            kept = [r for r in rows if column in r]
+            if not kept:
+                raise ValueError(f"run {label!r}: no column {column!r} in its metrics")
+            series[label] = ([r["step"] for r in kept], moving_average([r[column] for r in kept], window))
+        panels[title + suffix] = series
+    return plot_curves(panels, path)

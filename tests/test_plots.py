@@ -28,3 +28,31 @@ def test_plot_with_no_finite_points(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"step": 1, "loss": float("inf")}) + "\n")
     path = plot_metrics_file(tmp_path / "m.jsonl", tmp_path / "x.png", {"loss": ["loss"]})
     assert Image.open(path).size == (PANEL[0], PANEL[1])
+
+
+def test_moving_average_skips_non_finite_values():
+    from mmada_jax.plots import moving_average
+    got = moving_average([1.0, 3.0, float("nan"), 5.0, 7.0], 2)
+    assert got == [1.0, 2.0, 3.0, 5.0, 6.0]     # the NaN is skipped, not averaged
+    assert moving_average([1.0, 2.0], 1) == [1.0, 2.0]
+    assert np.isnan(moving_average([float("nan")], 3)[0])
+
+
+def test_curves_cli_draws_two_runs_and_names_bad_input(tmp_path, capsys):
+    from train.curves import main
+    for name, scale in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        rows = [{"step": s, "final_reward_raw": scale * s, "kl": 0.1} for s in range(1, 31)]
+        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "curves.png"
+    args = ["--run", f"sampled={tmp_path / 'a'}", "--run", f"final={tmp_path / 'b' / 'metrics.jsonl'}",
+            "--column", "reward=final_reward_raw", "--column", "KL=kl", "--window", "5", "--out", str(out)]
+    assert main(args) == 0
+    img = np.asarray(Image.open(out).convert("RGB"))
+    assert img.shape == (2 * PANEL[1], PANEL[0], 3)
+    for color in ((31, 119, 180), (214, 39, 40)):       # both runs are drawn
+        assert (np.abs(img.astype(int) - color).sum(-1) < 30).sum() > 100
+    assert main(args) == 2                               # an existing PNG is kept without --overwrite
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(args[:-2] + ["--column", "x=nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert "'nope'" in capsys.readouterr().err
