@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 import convert_torch_weights
@@ -348,3 +349,32 @@ def test_pararl_with_the_clip_reward_records_the_model(converted, tmp_path):
     stats = json.loads((tmp_path / "run" / "reward_stats.json").read_text())
     assert stats["reward"] == "clip" and stats["reward_checkpoint"] == str(converted)
     assert (stats["reward_model"]["image_size"], stats["reward_model"]["scale"]) == (IMAGE, 100.0)
+
+
+def test_evaluate_with_the_clip_judge(converted, tmp_path):
+    """``evaluate --judge clip`` on stored samples of two image sizes: per item max(100 cos, 0)
+    of the output image with its text and with its instruction, as the scorer gives them one
+    pair at a time; the summary records the CLIP."""
+    from test_vlm_judge import _evaluate, _stored_samples
+
+    from mmada_jax.clip import CLIPScorer, load_clip
+    bench, src = _stored_samples(tmp_path)
+    rng = np.random.default_rng(3)
+    for n, d in enumerate(sorted((src / "samples").iterdir())):      # two sizes in one batch
+        Image.fromarray(rng.integers(0, 256, (24 + 8 * (n % 2), 40, 3), dtype=np.uint8)).save(d / "image.png")
+    out = tmp_path / "clip_eval"
+    assert _evaluate("--benchmark", bench, "--judge", "clip", "--clip-checkpoint", converted,
+                     "--samples-from", src, "--out", out) == 0
+    scorer = CLIPScorer(*load_clip(converted))
+    items = {json.loads(x)["id"]: json.loads(x) for x in bench.read_text().splitlines()}
+    results = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    assert len(results) == len(items)
+    for r in results:
+        image = np.asarray(Image.open(out / r["files"]["image"]).convert("RGB"))
+        want = {"CLIP Output Alignment": scorer([r["text"]], image[None])[0],
+                "CLIP Instruction Alignment": scorer([items[r["id"]]["instruction"]], image[None])[0]}
+        assert r["scores"] == pytest.approx(want, abs=1e-4), r["id"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"] == ["CLIP Output Alignment", "CLIP Instruction Alignment"]
+    assert summary["judge"]["checkpoint"] == str(converted) and summary["judge"]["scale"] == 100.0
+    assert len({r["scores"]["CLIP Output Alignment"] for r in results}) > 1       # not a constant

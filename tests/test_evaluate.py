@@ -75,7 +75,8 @@ def test_bad_benchmark_line(tmp_path):
 def test_judge_scores_ground_truth_100(tmp_path):
     from mmada_jax.data.synthetic import make_example
     from mmada_jax.evaluation import get_judge
-    from mmada_jax.evaluation.run import judge_sample, read_benchmark
+    from mmada_jax.evaluation.benchmarks import read_benchmark
+    from mmada_jax.evaluation.run import judge_sample
     from mmada_jax.evaluation.synthetic_judge import write_benchmark
     bench = write_benchmark(tmp_path, 6, seed=2, t2i_fraction=0.5)
     judge = get_judge("synthetic", root=tmp_path)

@@ -47,8 +47,10 @@ def register_judge(name: str):
 
 def judges() -> dict[str, type]:
     """Every judge by name: the built-in ones, then those registered by users."""
+    from .clip_judge import CLIPJudge
     from .synthetic_judge import SyntheticJudge
-    return {"synthetic": SyntheticJudge, **JUDGES}
+    from .vlm_judge import VLMJudge
+    return {"synthetic": SyntheticJudge, "vlm": VLMJudge, "clip": CLIPJudge, **JUDGES}
 
 
 def get_judge(name: str, **options) -> Judge:

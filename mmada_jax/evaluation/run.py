@@ -1,23 +1,27 @@
 """Evaluate a model on a benchmark: sample every item, judge each sample, summarise.
 
-:func:`evaluate` reads a benchmark JSONL (one item per line, e.g. written by ``python -m
-train.synthetic --benchmark DIR``), samples the items through :func:`mmada_jax.app.run_task` into
-``OUT/samples/<id>/``, judges each sample (:func:`judge_sample`) and writes
+:func:`evaluate` reads a benchmark (:mod:`mmada_jax.evaluation.benchmarks`: our JSONL, e.g. written by
+``python -m train.synthetic --benchmark DIR``, a ParaBench-style folder or RISEBench's JSON),
+samples the items through :func:`mmada_jax.app.run_task` into ``OUT/samples/<id>/`` (or takes the
+samples of an earlier evaluation, ``samples_from``), judges them (:func:`judge_samples`: a judge
+with ``score_batch``, like the VLM judge, gets many items at once) and writes
 
-* ``OUT/results.jsonl`` - one line per item: ``id``, ``category``, ``scores``, ``reasons`` and the
-  sample's files (relative to ``OUT``); an item the task cannot run (``parallel_m`` and
-  ``parallel_a`` need an input image, so generation items without one) is a line with
-  ``skipped`` (the reason) and no scores;
+* ``OUT/results.jsonl`` - one line per item: ``id``, ``category``, ``scores``, ``reasons`` (and a
+  judge's ``raw_scores`` on its own scale, ``judge_errors`` for metrics it could not score), the
+  text, the sample's files (relative to ``OUT``) and ``image_stats`` (:func:`image_stats`); an
+  item the task cannot run (``parallel_a`` needs an input image, so generation items without one)
+  is a line with ``skipped`` (the reason) and no scores;
 * ``OUT/summary.json`` and ``OUT/summary.md`` - the mean of each metric by category and over all
-  judged items (the ``Mean`` row), in ParaBench's columns;
+  judged items (the ``Mean`` row), in ParaBench's columns, plus counts (skipped items, judge
+  errors, outputs identical to their input) and what the judge spent (``judge_usage``);
 * ``OUT/report.html`` - the table, then per item its input image, instruction, output image,
   text and scores (images referenced by paths relative to ``OUT``).
 
 Resume: items already in ``results.jsonl`` are kept and not sampled again; only the missing
 items are sampled (their sample folders are replaced, the others left alone), judged and
-appended, one line each as soon as it is judged. ``OUT/run.json`` records the benchmark, task, sampler
-settings, seed, judge and model paths of the first run; a rerun with other ones is refused (its
-samples would not be comparable).
+appended as they are judged; lines with judge errors are judged again from their stored sample.
+``OUT/run.json`` records the benchmark, task, sampler settings, seed, judge and model paths of
+the first run; a rerun with other ones is refused (its results would not be comparable).
 """
 
 from __future__ import annotations
@@ -30,42 +34,65 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from mmada_jax import jsonl
-from mmada_jax.app.requests import SAFE_ID
+from mmada_jax.evaluation.benchmarks import Benchmark, load_benchmark
 from mmada_jax.evaluation.judges import METRICS
 
-REQUIRED = ("id", "category")
-
-
-def read_benchmark(path: str | Path) -> list[dict]:
-    """The items of a benchmark JSONL; a bad line is a ValueError naming ``file:line``."""
-    path = Path(path)
-    items, seen = [], {}
-    for n, item in jsonl.objects(path):
-        missing = [k for k in REQUIRED if not isinstance(item.get(k), str) or not item.get(k)]
-        if missing:
-            raise ValueError(f"{path}:{n}: missing or non-string field(s) {', '.join(missing)}")
-        for key in ("instruction", "input_image"):
-            if item.get(key) is not None and not isinstance(item[key], str):
-                raise ValueError(f"{path}:{n}: {key} must be a string or null")
-        if item["id"] in seen:
-            raise ValueError(f"{path}:{n}: duplicate id {item['id']!r} (first on line {seen[item['id']]})")
-        if not SAFE_ID.fullmatch(item["id"]):
-            raise ValueError(f"{path}:{n}: id {item['id']!r} cannot name a sample folder (use letters, digits, "
-                             f"'.', '_' and '-', not starting with '.')")
-        seen[item["id"]] = n
-        items.append(item)
-    return items
+def judge_samples(judge, entries: list[tuple[dict, str, object]]) -> list[dict]:
+    """Judge ``entries`` ((item, text, image) each) with ``judge.score_batch`` when it has one
+    (e.g. the VLM judge, which sends requests concurrently), else ``judge.score`` per item; every
+    score checked to be a number in [0, 100] (a ValueError otherwise). A verdict may carry
+    ``judge_errors`` (metrics the judge could not score), ``raw_scores`` (its own scale) and
+    ``judge_version`` (e.g. the rubric version that produced it)."""
+    batch = getattr(judge, "score_batch", None)
+    results = batch(entries) if batch is not None else [judge.score(*e) for e in entries]
+    out = []
+    for (item, _, _), result in zip(entries, results):
+        scores = {k: float(v) for k, v in result["scores"].items()}
+        for k, v in scores.items():
+            if not 0.0 <= v <= 100.0:
+                raise ValueError(f"judge returned {k} = {v} for {item['id']!r}, outside [0, 100]")
+        verdict = {"scores": scores, "reasons": dict(result.get("reasons", {}))}
+        if result.get("raw_scores"):
+            verdict["raw_scores"] = dict(result["raw_scores"])
+        if result.get("version"):
+            verdict["judge_version"] = result["version"]
+        if result.get("errors"):
+            verdict["judge_errors"] = dict(result["errors"])
+        out.append(verdict)
+    return out
 
 
 def judge_sample(judge, item: dict, text: str, image) -> dict:
-    """``judge.score`` checked: every score a number in [0, 100] (a ValueError otherwise)."""
-    result = judge.score(item, text, image)
-    scores = {k: float(v) for k, v in result["scores"].items()}
-    for k, v in scores.items():
-        if not 0.0 <= v <= 100.0:
-            raise ValueError(f"judge returned {k} = {v} for {item['id']!r}, outside [0, 100]")
-    return {"scores": scores, "reasons": dict(result.get("reasons", {}))}
+    """One item's checked verdict (see :func:`judge_samples`)."""
+    return judge_samples(judge, [(item, text, image)])[0]
+
+
+def image_stats(output, input_image=None) -> dict | None:
+    """Cheap facts about an output image: its size and, for an edit, the input's size, the mean
+    absolute pixel difference to the input (0-255, the input resized to the output's size) and
+    whether the output differs from the input at all (a mean difference above 1/255: an editor
+    that returns its input unchanged scores 0 here whatever a judge says)."""
+    if output is None:
+        return None
+    import numpy as np
+    from PIL import Image
+    with Image.open(output) as im:
+        out = np.asarray(im.convert("RGB"), np.float64)
+    stats = {"size": [out.shape[1], out.shape[0]]}
+    if input_image is not None and Path(input_image).is_file():
+        with Image.open(input_image) as im:
+            stats["input_size"] = list(im.size)
+            inp = np.asarray(im.convert("RGB").resize((out.shape[1], out.shape[0]), Image.BILINEAR), np.float64)
+        diff = float(np.abs(out - inp).mean())
+        stats.update(mean_abs_diff=round(diff, 3), differs_from_input=diff > 1.0)
+    return stats
+
+
+def _rewrite(path: Path, results: list[dict]) -> None:
+    """Replace ``path`` with ``results`` (one line each), swapped in whole."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in results), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _mean_row(rows: list[dict], metrics) -> dict:
@@ -78,13 +105,20 @@ def _mean_row(rows: list[dict], metrics) -> dict:
 
 def summarize(results: list[dict], metrics=METRICS) -> dict:
     """Mean of each metric by category (sorted) and over all judged items (``Mean``); a metric
-    that applies to none of a row's items is None. Skipped items are counted, not averaged."""
+    that applies to none of a row's items is None. Skipped items are counted, not averaged; so
+    are items with judge errors (their other metrics are averaged) and the image statistics
+    (outputs identical to their input, mean pixel change)."""
     judged = [r for r in results if "scores" in r]
     cats = sorted({r["category"] for r in judged})
+    edits = [r["image_stats"] for r in judged if (r.get("image_stats") or {}).get("mean_abs_diff") is not None]
     return {"metrics": list(metrics),
             "categories": {c: _mean_row([r for r in judged if r["category"] == c], metrics) for c in cats},
             "Mean": _mean_row(judged, metrics),
-            "skipped": sum("skipped" in r for r in results)}
+            "skipped": sum("skipped" in r for r in results),
+            "judge_errors": sum(bool(r.get("judge_errors")) for r in judged),
+            "image_stats": {"edits": len(edits),
+                            "unchanged": sum(not e["differs_from_input"] for e in edits),
+                            "mean_abs_diff": sum(e["mean_abs_diff"] for e in edits) / len(edits) if edits else None}}
 
 
 def summary_markdown(summary: dict) -> str:
@@ -94,8 +128,24 @@ def summary_markdown(summary: dict) -> str:
     rows = list(summary["categories"].items()) + [("**Mean**", summary["Mean"])]
     for name, row in rows:
         lines.append(f"| {name} | {row['n']} | " + " | ".join(fmt(row[m]) for m in metrics) + " |")
-    if summary["skipped"]:
-        lines.append(f"\n{summary['skipped']} item(s) skipped (see results.jsonl)")
+    notes = []
+    if summary.get("skipped"):
+        notes.append(f"{summary['skipped']} item(s) skipped (see results.jsonl)")
+    if summary.get("judge_errors"):
+        notes.append(f"{summary['judge_errors']} item(s) with judge errors (rerun to judge them again)")
+    stats = summary.get("image_stats") or {}
+    if stats.get("edits"):
+        notes.append(f"{stats['unchanged']} of {stats['edits']} edit outputs identical to their input; mean "
+                     f"pixel change {stats['mean_abs_diff']:.1f}/255")
+    usage = summary.get("judge_usage")
+    if usage:
+        cost = "unknown cost" if usage.get("cost_usd") is None else f"${usage['cost_usd']:.4f}"
+        notes.append(f"judge {usage['model']}: {usage['requests']} requests ({usage['retries']} retries, "
+                     f"{usage['reasks']} re-asks), {usage['cached']} cached answers, {usage['prompt_tokens']} + "
+                     f"{usage['completion_tokens']} tokens, {cost}")
+    if notes:
+        lines.append("")
+        lines.extend(notes)
     return "\n".join(lines) + "\n"
 
 
@@ -130,7 +180,9 @@ def report_html(out: Path, results: list[dict], items: dict[str, dict], bench_di
             block.append(f"<img src='{esc(r['files']['image'])}' alt='output'>")
         block.append(f"<pre>{esc(r.get('text', ''))}</pre><table>"
                      + "".join(f"<tr><td>{esc(m)}</td><td>{v:.1f}</td><td>{esc(r['reasons'].get(m, ''))}</td></tr>"
-                               for m, v in r["scores"].items()) + "</table></div>")
+                               for m, v in r["scores"].items())
+                     + "".join(f"<tr><td>{esc(m)}</td><td>error</td><td>{esc(e)}</td></tr>"
+                               for m, e in r.get("judge_errors", {}).items()) + "</table></div>")
         parts.append("".join(block))
     return "\n".join(parts) + "\n"
 
@@ -151,54 +203,96 @@ def read_results(path: Path) -> list[dict]:
     return results
 
 
-def evaluate(benchmark: str | Path, out: str | Path, judge, task, load_pipeline: Callable[[], object],
-             settings=None, options=None, *, batch_size: int = 1, seed: int = 0, limit: int | None = None,
-             run_info: dict | None = None, log=print) -> dict:
-    """Run the benchmark (see the module docstring); returns the summary. ``load_pipeline`` is
-    called only when there is something to sample. ``run_info``: more to record in ``run.json``
-    (e.g. the model paths)."""
-    from mmada_jax.app import Request, run_task
-
-    benchmark, out = Path(benchmark), Path(out)
-    bench_dir = benchmark.parent
-    items = read_benchmark(benchmark)
-    if limit is not None:
-        if limit < 0:
-            raise ValueError(f"--limit must be >= 0, got {limit}")
-        items = items[:limit]
-    settings = task.settings() if settings is None else settings
-    options = task.options() if options is None else options
-    info = json.loads(json.dumps({"benchmark": str(benchmark.resolve()), "task": task.name, "settings": dataclasses.asdict(settings),
-                                  "options": dataclasses.asdict(options), "seed": seed,
-                                  "judge": type(judge).__name__, **(run_info or {})}, default=str))
-    out.mkdir(parents=True, exist_ok=True)
+def _run_info(out: Path, info: dict) -> None:
+    """Write ``out/run.json``, or check that the one there records the same run."""
     info_path = out / "run.json"
     if info_path.exists():
         earlier = json.loads(info_path.read_text())
         if earlier != info:
             diff = sorted(k for k in set(earlier) | set(info) if earlier.get(k) != info.get(k))
+            hint = (" (to judge its samples with another judge: --samples-from it, with another --out)"
+                    if diff == ["judge"] else "")
             raise ValueError(f"--out {out} holds results of a run with other {', '.join(diff)} (see {info_path}); "
-                             f"choose another --out or run with the same settings to resume")
+                             f"choose another --out or run with the same settings to resume{hint}")
     else:
         info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _borrowed_samples(src: Path, bench: Benchmark) -> tuple[dict, dict[str, dict]]:
+    """(run.json, {id: result line}) of the evaluation ``src`` whose samples are judged again."""
+    info_path = src / "run.json"
+    if not info_path.is_file():
+        raise FileNotFoundError(f"--samples-from {src}: no run.json (not an evaluation output folder)")
+    info = json.loads(info_path.read_text())
+    if info.get("benchmark") != str(bench.path.resolve()):
+        raise ValueError(f"--samples-from {src} sampled the benchmark {info.get('benchmark')}, not {bench.path.resolve()}")
+    lines = {}
+    for r in read_results(src / "results.jsonl"):
+        if "skipped" not in r:
+            files = {k: (src / v).resolve() for k, v in r.get("files", {}).items()}
+            lines[r["id"]] = {**r, "files": files}
+    return info, lines
+
+
+def evaluate(benchmark: str | Path | Benchmark, out: str | Path, judge, task=None,
+             load_pipeline: Callable[[], object] | None = None, settings=None, options=None, *, batch_size: int = 1,
+             seed: int = 0, limit: int | None = None, run_info: dict | None = None,
+             samples_from: str | Path | None = None, log=print) -> dict:
+    """Run the benchmark (see the module docstring); returns the summary. ``load_pipeline`` is
+    called only when there is something to sample. ``run_info``: more to record in ``run.json``
+    (e.g. the model paths). ``samples_from``: an earlier evaluation folder whose samples are
+    judged (no model, no sampling; e.g. sampled on a TPU, judged by another judge elsewhere)."""
+    bench, out = benchmark if isinstance(benchmark, Benchmark) else load_benchmark(benchmark), Path(out)
+    bench_dir, items = bench.root, bench.items
+    if limit is not None:
+        if limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {limit}")
+        items = items[:limit]
+    judge_info = judge.describe() if hasattr(judge, "describe") else type(judge).__name__
+    if samples_from is not None:
+        src = Path(samples_from)
+        src_info, borrowed = _borrowed_samples(src, bench)
+        info = {**{k: v for k, v in src_info.items() if k != "judge"}, "samples_from": str(src.resolve()),
+                "judge": judge_info}
+    else:
+        settings = task.settings() if settings is None else settings
+        options = task.options() if options is None else options
+        info = {"benchmark": str(bench.path.resolve()), "task": task.name, "settings": dataclasses.asdict(settings),
+                "options": dataclasses.asdict(options), "seed": seed, "judge": judge_info, **(run_info or {})}
+    out.mkdir(parents=True, exist_ok=True)
+    _run_info(out, json.loads(json.dumps(info, default=str)))
     results_path = out / "results.jsonl"
     results = read_results(results_path)
     done = {r["id"] for r in results}
     todo = [it for it in items if it["id"] not in done]
-    skipped = [it for it in todo if task.needs_image and not it.get("input_image")]
-    to_sample = [it for it in todo if it not in skipped]
-    log(f"{len(items)} item(s): {len(items) - len(todo)} already in {results_path}, {len(to_sample)} to sample, "
-        f"{len(skipped)} to skip ({task.name} needs an input image)")
+    if samples_from is not None:
+        skipped = {it["id"]: f"not sampled in {src}" for it in todo if it["id"] not in borrowed}
+    else:
+        skipped = {it["id"]: f"{task.name} needs an input image and the item has none"
+                   for it in todo if task.needs_image and not it.get("input_image")}
+    to_sample = [it for it in todo if it["id"] not in skipped]
+    log(f"{len(items)} item(s): {len(items) - len(todo)} already in {results_path}, {len(to_sample)} to "
+        f"{'judge from ' + str(src) if samples_from is not None else 'sample'}, {len(skipped)} to skip")
 
     def append(rec: dict) -> None:
         with open(results_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(rec) + "\n")
         results.append(rec)
 
-    for it in skipped:
-        append({"id": it["id"], "category": it["category"],
-                "skipped": f"{task.name} needs an input image and the item has none"})
-    if to_sample:
+    by_id = {it["id"]: it for it in items}
+    for it in todo:
+        if it["id"] in skipped:
+            append({"id": it["id"], "category": it["category"], "skipped": skipped[it["id"]]})
+    # (item, text, absolute image path, result line): lines whose judging failed, then new samples
+    to_judge = [(by_id[r["id"]], r["text"], (out / r["files"]["image"]).resolve() if r["files"].get("image") else None,
+                 r) for r in results if r.get("judge_errors") and r["id"] in by_id]
+    if to_judge:
+        log(f"{len(to_judge)} item(s) in {results_path} have judge errors: judging them again")
+    if samples_from is not None:
+        samples = [{"id": it["id"], "text": borrowed[it["id"]]["text"], "files": borrowed[it["id"]]["files"]}
+                   for it in to_sample]
+    elif to_sample:
+        from mmada_jax.app import Request, run_task
         pipe = load_pipeline()
         position = {it["id"]: n for n, it in enumerate(items)}      # PRNG key = the item's benchmark position
         requests = [Request(prompt=it.get("instruction") or "", image=str(bench_dir / it["input_image"])
@@ -206,23 +300,41 @@ def evaluate(benchmark: str | Path, out: str | Path, judge, task, load_pipeline:
                     for it in to_sample]
         t0 = time.perf_counter()
         # overwrite: replaces only the folders of these (unfinished) items; finished ones are not named
-        records = run_task(task, pipe, requests, out / "samples", settings, options, batch_size=batch_size,
+        samples = run_task(task, pipe, requests, out / "samples", settings, options, batch_size=batch_size,
                            seed=seed, overwrite=True, log=log)
-        log(f"sampled {len(records)} item(s) in {time.perf_counter() - t0:.1f}s")
-        by_id = {it["id"]: it for it in to_sample}
-        t0 = time.perf_counter()
-        for i, rec in enumerate(records, 1):
-            item = by_id[rec["id"]]
-            image = rec["files"].get("image")     # absolute: the judge reads relative paths from the benchmark's folder
-            judged = judge_sample(judge, item, rec["text"], None if image is None else Path(image).resolve())
-            files = {k: Path(os.path.relpath(v, out)).as_posix() for k, v in rec["files"].items()}
-            append({"id": item["id"], "category": item["category"], **judged, "text": rec["text"], "files": files})
-            rate = i / max(time.perf_counter() - t0, 1e-9)
-            log(f"  judged {i}/{len(records)} items: {rate:.2f} items/s, ETA {(len(records) - i) / rate:.0f}s")
+        log(f"sampled {len(samples)} item(s) in {time.perf_counter() - t0:.1f}s")
+    else:
+        samples = []
+    for rec in samples:
+        image = rec["files"].get("image")     # absolute: the judge reads relative paths from the benchmark's folder
+        files = {k: Path(os.path.relpath(v, out)).as_posix() for k, v in rec["files"].items()}
+        to_judge.append((by_id[rec["id"]], rec["text"], None if image is None else Path(image).resolve(),
+                         {"id": rec["id"], "category": by_id[rec["id"]]["category"], "text": rec["text"],
+                          "files": files}))
+    t0, chunk = time.perf_counter(), max(1, int(getattr(judge, "batch_items", 1)))
+    for start in range(0, len(to_judge), chunk):
+        part = to_judge[start:start + chunk]
+        judged = judge_samples(judge, [(item, text, image) for item, text, image, _ in part])
+        for (item, _, image, line), verdict in zip(part, judged):
+            line = {k: v for k, v in line.items() if k not in ("scores", "reasons", "judge_errors", "image_stats")}
+            rec = {"id": line["id"], "category": line["category"], **verdict, **line,
+                   "image_stats": image_stats(image, bench_dir / item["input_image"] if item.get("input_image") else None)}
+            if line["id"] in {r["id"] for r in results}:
+                results[:] = [rec if r["id"] == line["id"] else r for r in results]
+                _rewrite(results_path, results)
+            else:
+                append(rec)
+        n = min(start + chunk, len(to_judge))
+        rate = n / max(time.perf_counter() - t0, 1e-9)
+        log(f"  judged {n}/{len(to_judge)} items: {rate:.2f} items/s, ETA {(len(to_judge) - n) / rate:.0f}s")
     # report in benchmark order (results of ids no longer in the benchmark, e.g. with --limit, are left out)
     order = {it["id"]: n for n, it in enumerate(items)}
     shown = sorted((r for r in results if r["id"] in order), key=lambda r: order[r["id"]])
     summary = summarize(shown, getattr(judge, "metrics", METRICS))
+    if hasattr(judge, "describe"):
+        summary["judge"] = judge.describe()
+    if hasattr(judge, "accounting"):
+        summary["judge_usage"] = judge.accounting()          # what this invocation spent
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = summary_markdown(summary)
     (out / "summary.md").write_text(md)

@@ -37,7 +37,7 @@ from flax import nnx
 from ..app import load_pipeline
 from ..app.requests import Request
 from ..checkpoints import load_model
-from ..evaluation.run import read_benchmark
+from ..evaluation.benchmarks import read_benchmark
 from ..sharding import make_mesh, parse_mesh
 from ..training.checkpoint import RunCheckpoints, abstract_like
 from ..training.step import (TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite,
@@ -307,8 +307,9 @@ def sample_sheet(config, task, pipe, requests, settings, options, path: Path, lo
 def evaluate_policy(config, task, pipe, settings, options, out: Path, log) -> dict:
     """``evaluate`` of the live policy on ``config.benchmark`` with the synthetic judge."""
     from ..evaluation import get_judge
+    from ..evaluation.benchmarks import load_benchmark
     from ..evaluation.run import evaluate
-    bench = Path(config.benchmark)
-    return evaluate(bench, out, get_judge("synthetic", root=bench.parent), task, lambda: pipe, settings,
+    bench = load_benchmark(config.benchmark)
+    return evaluate(bench, out, get_judge("synthetic", root=bench.root), task, lambda: pipe, settings,
                     options, batch_size=config.rollouts_per_step, limit=config.eval_items or None,
                     run_info={"policy_step": out.name}, log=log)
