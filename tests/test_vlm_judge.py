@@ -281,3 +281,41 @@ def test_rubrics_cover_paraBench_and_say_how_to_answer():
         assert r.applies(False) == (r.metric != "Image Consistency")
         if r.applies(False):
             assert "input_image" not in r.inputs(False) and r.key in r.prompt(False)
+
+
+@pytest.mark.golden
+def test_evaluate_samples_a_parabench_folder_and_judges_with_the_vlm(tmp_path, fake_vlm):
+    """The issue's command end to end: ``python -m evaluate --judge vlm --base-url ... --benchmark
+    parabench/`` samples a ParaBench-style folder with a model (the tiny random MMaDA) and scores
+    it with the six rubrics (five for the generation item); a rerun sends nothing."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, tiny_m_args
+
+    from mmada_jax.evaluation.synthetic_judge import write_benchmark
+    src = write_benchmark(tmp_path / "synthetic", 3, seed=4, t2i_fraction=0.0)
+    folder = tmp_path / "parabench"
+    rows = []
+    for n, item in enumerate(json.loads(x) for x in src.read_text().splitlines()):
+        image = folder / "edit" / f"{n}.png"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes((src.parent / item["input_image"]).read_bytes())
+        rows.append({"index": n, "task_type": ["spatial", "causal", "world_knowledge"][n], "prompt": item["instruction"],
+                     "source_image": f"edit/{n}.png"})
+    rows.append({"index": 3, "task_type": "generation", "prompt": "two red squares"})
+    (folder / "parabench.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "evaluate", "--benchmark", str(folder), "--judge", "vlm", "--base-url", fake_vlm.url,
+           "--out", str(out), *map(str, tiny_m_args()), "--text-steps", "4", "--image-steps", "1", "--text-len", "16"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(fake_vlm.log) == 3 * 6 + 5
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["categories"]) == ["Causal", "Spatial", "World Knowledge", "generation"]
+    assert summary["Mean"]["n"] == 4 and summary["Mean"]["Image Consistency"] == pytest.approx(60.0)
+    assert summary["categories"]["generation"]["Image Consistency"] is None
+    assert summary["judge"]["model"] == "gpt-4.1" and summary["judge_usage"]["requests"] == 23
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert len(fake_vlm.log) == 23 and "0 to sample" in r.stdout
