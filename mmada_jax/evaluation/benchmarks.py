@@ -40,7 +40,6 @@ Formats (chosen from the path):
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -125,14 +124,8 @@ def _records(path: Path) -> list[tuple[str, dict]]:
     """(location, record) of a JSON list or a JSONL file."""
     if path.suffix == ".jsonl":
         return [(f"{path}:{n}", obj) for n, obj in jsonl.objects(path)]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     out = []
-    for i, rec in enumerate(data):
+    for i, rec in enumerate(jsonl.read_json(path, list)):
         if not isinstance(rec, dict):
             raise ValueError(f"{path}: record {i}: expected a JSON object, got {type(rec).__name__}")
         out.append((f"{path}: record {i}", rec))

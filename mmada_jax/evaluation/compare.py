@@ -59,17 +59,6 @@ class Run:
 
 # ----------------------------------------------------------------------------------------- reading
 
-def _read_json_object(path: Path) -> dict:
-    """A JSON object from ``path``; anything else is a ValueError naming the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -114,8 +103,8 @@ def read_run(folder: str | Path, label: str | None = None) -> Run:
             raise FileNotFoundError(f"run folder {folder} has no {name} (not a folder written by a finished "
                                     f"python -m evaluate --out run?)")
     return Run(folder=folder, label=folder.name if label is None else label,
-               info=_read_json_object(folder / "run.json"),
-               summary=_check_summary(folder / "summary.json", _read_json_object(folder / "summary.json")),
+               info=jsonl.read_json(folder / "run.json"),
+               summary=_check_summary(folder / "summary.json", jsonl.read_json(folder / "summary.json")),
                results=_read_results(folder / "results.jsonl"))
 
 

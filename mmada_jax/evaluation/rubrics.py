@@ -48,6 +48,16 @@ class Rubric:
 
 _SCALE_NOTE = "Use the whole scale; give 5 only when nothing is wrong."
 
+_IMAGE_QUALITY = f"""
+You grade the visual QUALITY of one image, whatever it was meant to show. Go through this
+checklist and mark each point as met or not met: coherent structure (objects whole, plausible
+shapes); natural appearance; no artifacts (noise, smears, broken patterns, duplicated parts);
+faithful textures; balanced composition; harmonious colours. Low resolution alone is not a
+flaw.
+Score: 5 = every point met; 4 = one minor flaw; 3 = noticeable flaws that do not hide the
+content; 2 = major flaws that make parts unrecognisable; 1 = mostly noise or broken.
+{_SCALE_NOTE}"""
+
 RUBRICS: tuple[Rubric, ...] = (
     Rubric(
         "Text Quality", "text_quality_score",
@@ -121,24 +131,7 @@ subject is right but a requested element is missing or wrong; 2 = most requested
 missing or wrong; 1 = unrelated to the prompt. {_SCALE_NOTE}"""),
     Rubric(
         "Image Quality", "quality_score",
-        ("output_image",), f"""
-You grade the visual QUALITY of one image, whatever it was meant to show. Go through this
-checklist and mark each point as met or not met: coherent structure (objects whole, plausible
-shapes); natural appearance; no artifacts (noise, smears, broken patterns, duplicated parts);
-faithful textures; balanced composition; harmonious colours. Low resolution alone is not a
-flaw.
-Score: 5 = every point met; 4 = one minor flaw; 3 = noticeable flaws that do not hide the
-content; 2 = major flaws that make parts unrecognisable; 1 = mostly noise or broken.
-{_SCALE_NOTE}""",
-        ("output_image",), f"""
-You grade the visual QUALITY of one image, whatever it was meant to show. Go through this
-checklist and mark each point as met or not met: coherent structure (objects whole, plausible
-shapes); natural appearance; no artifacts (noise, smears, broken patterns, duplicated parts);
-faithful textures; balanced composition; harmonious colours. Low resolution alone is not a
-flaw.
-Score: 5 = every point met; 4 = one minor flaw; 3 = noticeable flaws that do not hide the
-content; 2 = major flaws that make parts unrecognisable; 1 = mostly noise or broken.
-{_SCALE_NOTE}"""),
+        ("output_image",), _IMAGE_QUALITY, ("output_image",), _IMAGE_QUALITY),
     Rubric(
         "Output Alignment", "output_alignment_score",
         ("input_image", "output_image", "output_text"), f"""
