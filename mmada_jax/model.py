@@ -161,6 +161,19 @@ class LLaDAModel(nnx.Module):
         logits = jnp.einsum("bld,dv->blv", hidden, kernel.astype(hidden.dtype), precision=precision)
         return constrain(logits, ("batch", "length", "act_vocab"))
 
+    def head_columns(self, hidden: jax.Array, start, size: int) -> jax.Array:
+        """Logits of the vocabulary columns ``start .. start + size`` (``start`` may be traced, e.g.
+        a chunk index inside a scan; ``size`` static): what samplers reduce chunk by chunk instead of
+        holding the full vocabulary (:mod:`~mmada_jax.sampling.vocab_chunks`)."""
+        kernel = jax.lax.dynamic_slice_in_dim(self.lm_head[...], start, size, axis=1)
+        return jnp.einsum("bld,dv->blv", hidden, kernel.astype(hidden.dtype), precision=_precision(self.config))
+
+    def head_at(self, hidden: jax.Array, ids: jax.Array) -> jax.Array:
+        """The logit of token ``ids`` [B, T] at each position of ``hidden`` [B, T, d] (one column
+        per position, not the vocabulary)."""
+        rows = jnp.take(self.lm_head[...], ids, axis=1)                   # [d, B, T]
+        return jnp.einsum("bld,dbl->bl", hidden, rows.astype(hidden.dtype), precision=_precision(self.config))
+
 
 def _block(c: ModelConfig, x, p, cos, sin, bias, mask, precision):
     """One LLaMA block: x + attn(norm(x)); then + ff_out(silu(ff_proj(n)) * up_proj(n))."""

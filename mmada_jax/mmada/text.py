@@ -8,7 +8,8 @@ bidirectional throughout. Classifier-free guidance runs cond and uncond (prompt 
 MASK) as one 2B forward: ``un + (cfg + 1) * (cond - un)``. Temperature adds Gumbel noise to the
 argmax (not to the confidence); remasking ``low_confidence`` ranks by softmax probability
 (float64 as the reference), ``random`` by uniform noise. Logits are computed only for the current
-block. MMU (image understanding) is the same sampler on an MMU prompt.
+block, a chunk of the vocabulary at a time (:mod:`~mmada_jax.sampling.vocab_chunks`). MMU (image
+understanding) is the same sampler on an MMU prompt.
 """
 
 from __future__ import annotations
@@ -19,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_default, num_transfer_tokens,
-                               unmask_by_confidence)
+from ..sampling.common import SamplerOutput, Static, as_randomness, exact_default, num_transfer_tokens, text_step
 from ..sampling.runner import run_scan
 from ..settings import resolve, setting
 
@@ -67,14 +67,21 @@ def _step(model, x, xs, consts, rnd, st: Static):
     x_block = jax.lax.dynamic_slice_in_dim(x, start, cfg.block_length, axis=1)
     if cfg.cfg > 0:
         prompt = jnp.arange(x.shape[1]) < st.layout.prompt_len
-        both = model(jnp.concatenate([x, jnp.where(prompt, t.mask_id, x)], axis=0), positions=pos)
-        cond, uncond = both[:b], both[b:]
-        logits = uncond + (cfg.cfg + 1) * (cond - uncond)
+        rows = jnp.concatenate([x, jnp.where(prompt, t.mask_id, x)], axis=0)
     else:
-        logits = model(x, positions=pos)
-    x_block = unmask_by_confidence(logits.astype(jnp.float32), x_block, k, mask_id=t.mask_id,
-                                   temperature=cfg.temperature, remasking=cfg.remasking, rnd=rnd, index=s,
-                                   exact=st.exact)
+        rows = x
+    hidden, _ = model.encode(rows)
+    block_hidden = hidden[:, pos]
+
+    def chunk_logits(start, size):       # the block's logits, a chunk of the vocabulary at a time
+        logits = model.head_columns(block_hidden, start, size).astype(jnp.float32)
+        if cfg.cfg > 0:
+            cond, uncond = logits[:b], logits[b:]
+            return uncond + (cfg.cfg + 1) * (cond - uncond), cond
+        return logits, logits
+
+    x_block, _ = text_step(chunk_logits, model.config.vocab_size, x_block, k, mask_id=t.mask_id,
+                           temperature=cfg.temperature, remasking=cfg.remasking, rnd=rnd, index=s, exact=st.exact)
     x = jax.lax.dynamic_update_slice_in_dim(x, x_block, start, axis=1)
     return x, (x if st.trajectory else None)
 

@@ -42,7 +42,7 @@ import numpy as np
 from ..sampling import recording
 from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, categorical_from_uniform,
                                exact_default, first_argmax, image_step_indices, left_padding, mask_ratio_schedule,
-                               top_k_mask, unmask_by_confidence)
+                               text_step, top_k_mask)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..settings import image_steps_within_text_steps, resolve, setting
@@ -124,13 +124,14 @@ def _step(model, carry, xs, consts, rnd, st: Static):
     hidden, _ = model.encode(x, consts.get("attention_mask"), mask_mode="hard",
                              position_ids=consts.get("position_ids"))   # a mask only when rows are left-padded
 
-    # text: no guidance, full vocabulary
-    text_logits = _text_logits(model, hidden, st)
+    # text: no guidance, the full vocabulary (or text ids only), the head reduced chunk by chunk
+    text_hidden = hidden[:, jnp.asarray(lay.text_positions())]
     region = x[:, lay.text_start:lay.text_end]
     any_mask = jnp.any(region == t.mask_id)
-    region = unmask_by_confidence(text_logits, region, k, mask_id=t.mask_id, temperature=cfg.text_temperature,
-                                  remasking=cfg.remasking, rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel,
-                                  gumbel_index=gumbel_index, gumbel_dtype=jnp.float32)
+    region, decision = text_step(_text_chunks(model, text_hidden, st), model.config.vocab_size, region, k,
+                                 mask_id=t.mask_id, temperature=cfg.text_temperature, remasking=cfg.remasking,
+                                 rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel, gumbel_index=gumbel_index,
+                                 gumbel_dtype=jnp.float32, want_cond_lse=bool(st.record))
     x = x.at[:, lay.text_start:lay.text_end].set(region)
     if cfg.text_temperature > 0:
         gumbel_index = gumbel_index + any_mask.astype(jnp.int32)
@@ -164,25 +165,29 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         hit = consts["record_steps"] == s
 
         def write(buffers):
-            return recording.write(buffers, hit, **_recorded(model, hidden, before, x, last_sampled, is_image_step,
-                                                              text_logits, consts, st))
+            return recording.write(buffers, hit, **_recorded(model, hidden, text_hidden, before, x, last_sampled,
+                                                              is_image_step, decision, consts, st))
 
         carry_out += (jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[4]),)
     return carry_out, (x if st.trajectory else None)
 
 
-def _text_logits(model, hidden, st: Static):
-    """The text sampler's logits: the full vocabulary (the reference), or text ids only with
-    ``restrict_text`` (the reference lets image and mask ids win)."""
-    lay, t = st.layout, st.tokens
-    logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
-    if st.settings.restrict_text:
-        col = jnp.arange(logits.shape[-1])
-        logits = jnp.where((col < t.image_offset) & (col != t.mask_id), logits, -jnp.inf)
-    return logits
+def _text_chunks(model, text_hidden, st: Static):
+    """``(start, size) -> (logits, logits)`` of the text sampler's vocabulary: all of it (the
+    reference), or text ids only with ``restrict_text`` (the reference lets image and mask ids win)."""
+    t = st.tokens
+
+    def chunk_logits(start, size):
+        logits = model.head_columns(text_hidden, start, size).astype(jnp.float32)
+        if st.settings.restrict_text:
+            col = start + jax.lax.broadcasted_iota(jnp.int32, logits.shape, 2)
+            logits = jnp.where((col < t.image_offset) & (col != t.mask_id), logits, -jnp.inf)
+        return logits, logits
+    return chunk_logits
 
 
-def _recorded(model, hidden, before, after, last_sampled, is_image_step, text_logits, consts, st: Static) -> dict:
+def _recorded(model, hidden, text_hidden, before, after, last_sampled, is_image_step, decision, consts,
+              st: Static) -> dict:
     """What a recorded step keeps (:mod:`~mmada_jax.sampling.recording`): the states around it, the
     image and text predicted at it and the conditional log-probabilities of the tokens it decoded
     (text under the text sampler's vocabulary, image over the codebook)."""
@@ -199,10 +204,10 @@ def _recorded(model, hidden, before, after, last_sampled, is_image_step, text_lo
     cond = model.head(hidden, positions=pos, vocab_range=(t.image_offset, t.image_offset + t.codebook_size))
     logp = jnp.zeros(after.shape, jnp.float32)
     logp = logp.at[:, pos].set(token_logp(cond, jnp.clip(after[:, pos] - t.image_offset, 0, t.codebook_size - 1)))
-    logp = logp.at[:, text_pos].set(token_logp(text_logits, after[:, text_pos]))
-    decoded = (before == t.mask_id) & (after != t.mask_id)
     text_after = after[:, text_pos]
-    text = jnp.where(text_after != t.mask_id, text_after, first_argmax(text_logits))
+    logp = logp.at[:, text_pos].set(model.head_at(text_hidden, text_after).astype(jnp.float32) - decision.cond_lse)
+    decoded = (before == t.mask_id) & (after != t.mask_id)
+    text = jnp.where(text_after != t.mask_id, text_after, decision.argmax)
     return {"before": before, "after": after, "image_codes": predicted, "text_ids": text,
             "logp": jnp.where(decoded, logp, 0.0)}
 

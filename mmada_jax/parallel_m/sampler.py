@@ -28,7 +28,7 @@ import numpy as np
 from ..sampling import recording
 from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_default, first_argmax,
                                image_step_indices, image_update, left_padding, mask_ratio_schedule,
-                               num_transfer_tokens, unmask_by_confidence)
+                               num_transfer_tokens, text_step)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..sequences import pad_rows
@@ -84,18 +84,25 @@ def _step(model, carry, xs, consts, rnd, st: Static):
             position_ids = jnp.concatenate([position_ids, position_ids], axis=0)
     hidden, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
 
-    # text: confidence-ordered unmasking of a fixed count per step
-    text_logits = model.head(hidden, positions=jnp.asarray(lay.text_positions())).astype(jnp.float32)
-    cond_text = text_logits[:b]
-    if guided:
-        cond, uncond = text_logits[:b], text_logits[b:]
+    # text: confidence-ordered unmasking of a fixed count per step, the head reduced chunk by chunk
+    text_hidden = hidden[:, jnp.asarray(lay.text_positions())]
+    with_uncond = guided and s.text_cfg != 0      # text_cfg 0: the guided text logits are the conditional ones
+    if not with_uncond:
+        text_hidden = text_hidden[:b]
+
+    def chunk_logits(start, size):
+        logits = model.head_columns(text_hidden, start, size).astype(jnp.float32)
+        cond = logits[:b]
+        if not with_uncond:
+            return cond, cond
+        uncond = logits[b:]
         if s.text_guidance == "reference":
-            text_logits = cond + s.text_cfg * (uncond - cond)
-        else:
-            text_logits = cond + s.text_cfg * (cond - uncond)
-    region = unmask_by_confidence(text_logits, x[:, lay.text_start:], jnp.full((b,), k), mask_id=t.mask_id,
-                                  temperature=s.text_temperature, remasking=s.remasking, rnd=rnd, index=i,
-                                  exact=st.exact)
+            return cond + s.text_cfg * (uncond - cond), cond
+        return cond + s.text_cfg * (cond - uncond), cond
+
+    region, decision = text_step(chunk_logits, model.config.vocab_size, x[:, lay.text_start:], jnp.full((b,), k),
+                                 mask_id=t.mask_id, temperature=s.text_temperature, remasking=s.remasking, rnd=rnd,
+                                 index=i, exact=st.exact, want_cond_lse=bool(st.record))
     x = x.at[:, lay.text_start:].set(region)
 
     # image: a MaskGIT update on the image steps, from the same forward pass
@@ -118,14 +125,14 @@ def _step(model, carry, xs, consts, rnd, st: Static):
     hit = consts["record_steps"] == i
 
     def write(buffers):
-        return recording.write(buffers, hit, **_recorded(model, hidden, before, x, last_sampled, is_image_step,
-                                                          cond_text, text_logits, st))
+        return recording.write(buffers, hit, **_recorded(model, hidden, text_hidden[:b], before, x, last_sampled,
+                                                          is_image_step, decision, st))
 
     buffers = jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[3])
     return (x, last_sampled, j, buffers), (x if st.trajectory else None)
 
 
-def _recorded(model, hidden, before, after, last_sampled, is_image_step, cond_text, text_logits, st: Static) -> dict:
+def _recorded(model, hidden, text_hidden, before, after, last_sampled, is_image_step, decision, st: Static) -> dict:
     """What a recorded step keeps (:mod:`~mmada_jax.sampling.recording`): the states around it, the
     image and text predicted at it and the conditional log-probabilities of the tokens it decoded."""
     s, lay, t = st.settings, st.layout, st.tokens
@@ -141,10 +148,11 @@ def _recorded(model, hidden, before, after, last_sampled, is_image_step, cond_te
     logp = jnp.zeros(after.shape, jnp.float32)
     logp = logp.at[:, lay.image_start:lay.image_end].set(
         token_logp(cond, jnp.clip(image_after - t.image_offset, 0, t.codebook_size - 1)))
-    logp = logp.at[:, lay.text_start:].set(token_logp(cond_text, after[:, lay.text_start:]))
-    decoded = (before == t.mask_id) & (after != t.mask_id)
     text_after = after[:, lay.text_start:]
-    text = jnp.where(text_after != t.mask_id, text_after, first_argmax(text_logits))
+    logp = logp.at[:, lay.text_start:].set(model.head_at(text_hidden, text_after).astype(jnp.float32)
+                                           - decision.cond_lse)
+    decoded = (before == t.mask_id) & (after != t.mask_id)
+    text = jnp.where(text_after != t.mask_id, text_after, decision.argmax)
     return {"before": before, "after": after, "image_codes": predicted, "text_ids": text,
             "logp": jnp.where(decoded, logp, 0.0)}
 

@@ -169,45 +169,43 @@ def first_argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1)
 
 
-def softmax_confidence(logits: jax.Array, ids: jax.Array, exact: bool = True) -> jax.Array:
-    """softmax(logits)[ids] = exp(l[id] - max) / sum(exp(l - max)).
-
-    The reference computes this softmax in float64. With ``exact`` the exponentials are float32
-    and their sum float64 (relative error ~1e-7, far below the confidence gaps that decide which
-    tokens are unmasked; ten times cheaper than a float64 softmax over the vocabulary), else all
-    float32.
-    """
-    top = jnp.max(logits, axis=-1, keepdims=True)
-    total = jnp.sum(jnp.exp(logits - top).astype(jnp.float64 if exact else jnp.float32), axis=-1)
-    picked = jnp.take_along_axis(logits, ids[..., None], axis=-1)[..., 0]
-    return jnp.exp(picked - top[..., 0]).astype(total.dtype) / total
-
-
-def unmask_by_confidence(logits: jax.Array, current: jax.Array, k: jax.Array, *, mask_id: int,
-                         temperature: float, remasking: str, rnd: "Randomness", index, exact: bool,
-                         gumbel=gumbel_from_uniform, gumbel_index=None, gumbel_dtype=None) -> jax.Array:
-    """One LLaDA text step on a region: predict every position (argmax, with Gumbel noise when
-    ``temperature > 0``), then write the prediction at the ``k`` [B] masked positions ranked
-    highest by ``remasking`` (``low_confidence``: softmax probability of the un-noised logits;
-    ``random``: uniform noise). ``logits`` [B, T, V], ``current`` [B, T].
-
-    The Gumbel noise is ``gumbel(u)`` of the ``u_text_gumbel`` uniforms at ``gumbel_index``
-    (default ``index``), drawn in ``gumbel_dtype`` (default float64 when ``exact``): samplers whose
-    reference computes it differently (-A: float32, ``-log(-log(u + 1e-10) + 1e-10)``, counted
-    only over the steps that draw it) pass their own."""
+def commit_text(current: jax.Array, x0: jax.Array, confidence: jax.Array, k: jax.Array, *, mask_id: int,
+                remasking: str, rnd: "Randomness", index) -> jax.Array:
+    """Write the prediction ``x0`` at the ``k`` [B] masked positions of ``current`` [B, T] ranked
+    highest by ``remasking`` (``low_confidence``: ``confidence``, the softmax probability of the
+    un-noised logits; ``random``: uniform noise)."""
     is_mask = current == mask_id
-    noisy = logits
-    if temperature > 0:
-        dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
-        u = rnd.uniform("u_text_gumbel", index if gumbel_index is None else gumbel_index, logits.shape, dtype)
-        noisy = logits.astype(u.dtype) + temperature * gumbel(u)
-    x0 = first_argmax(noisy)
-    if remasking == "low_confidence":
-        conf = softmax_confidence(logits, x0, exact)
-    else:
-        conf = rnd.uniform("u_text_random", index, x0.shape)
+    conf = confidence if remasking == "low_confidence" else rnd.uniform("u_text_random", index, x0.shape)
     transfer = top_k_mask(jnp.where(is_mask, conf, -jnp.inf), k) & is_mask
     return jnp.where(transfer, x0, current)
+
+
+def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mask_id: int, temperature: float,
+              remasking: str, rnd: "Randomness", index, exact: bool, gumbel=gumbel_from_uniform,
+              gumbel_index=None, gumbel_dtype=None, want_cond_lse: bool = False):
+    """One LLaDA text step on a region [B, T]: predict every position (argmax, with Gumbel noise when
+    ``temperature > 0``) and write the ``k`` [B] most confident masked ones (:func:`commit_text`).
+    Returns ``(new region, TextDecision)``.
+
+    The logits are never held whole: ``chunk_logits(start, size) -> (guided, cond)`` gives a
+    chunk of vocabulary columns (:func:`~mmada_jax.sampling.vocab_chunks.reduce_vocab`). The Gumbel
+    noise is ``gumbel(u)`` of the ``u_text_gumbel`` uniforms at ``gumbel_index`` (default ``index``),
+    drawn in ``gumbel_dtype`` (default float64 when ``exact``) chunk by chunk
+    (:meth:`Randomness.uniform_columns`): samplers whose reference computes it differently (-A:
+    float32, ``-log(-log(u + 1e-10) + 1e-10)``, counted only over the steps that draw it) pass their own.
+    """
+    from .vocab_chunks import reduce_vocab
+    noise = None
+    if temperature > 0:
+        dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
+        shape = current.shape + (vocab,)
+        at = index if gumbel_index is None else gumbel_index
+        noise = lambda start, size: gumbel(rnd.uniform_columns("u_text_gumbel", at, shape, start, size, dtype))  # noqa: E731
+    decision = reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature, noise=noise,
+                            want_cond_lse=want_cond_lse)
+    region = commit_text(current, decision.x0, decision.confidence, k, mask_id=mask_id, remasking=remasking,
+                         rnd=rnd, index=index)
+    return region, decision
 
 
 # ----------------------------------------------------------------------------- MaskGIT
@@ -273,6 +271,20 @@ class Randomness:
         """Uniforms in (0, 1) of ``shape`` (leading axis = batch) for step/image-step ``index``."""
         def sample(key, shape, dtype):
             return jax.random.uniform(key, shape, dtype, minval=jnp.finfo(dtype).tiny, maxval=1.0)
+        return self._draw(stream, index, shape, dtype, sample)
+
+    def uniform_columns(self, stream: str, index, shape, start, size: int, dtype=jnp.float32) -> jax.Array:
+        """Columns ``start .. start + size`` of the last axis of the uniforms ``uniform(stream, index,
+        shape)`` would give: sliced from a recorded tape (so a replay is exact), or drawn from the
+        keys for those columns alone (the key folded with ``start`` too), so a vocabulary-sized draw
+        is never held whole."""
+        if self.tape is not None and stream in self.tape:
+            full = self._draw(stream, index, shape, dtype, None)
+            return jax.lax.dynamic_slice_in_dim(full, start, size, axis=-1)
+
+        def sample(key, shape, dtype):
+            return jax.random.uniform(jax.random.fold_in(key, start), shape[:-1] + (size,), dtype,
+                                      minval=jnp.finfo(dtype).tiny, maxval=1.0)
         return self._draw(stream, index, shape, dtype, sample)
 
     def normal(self, stream: str, index, shape, dtype=jnp.float32) -> jax.Array:
