@@ -1,13 +1,18 @@
-"""Parallel (MMaDA-Parallel-M) sampler speed: one jitted lax.scan vs a Python loop of the same
-jitted step (one dispatch per step), measured in the same run.
+"""Parallel (MMaDA-Parallel-M) sampler speed: per trajectory, per sample across batch sizes, achieved
+GFLOP/s against the machine's peak; one jitted lax.scan vs a Python loop of the same jitted step.
 
     python bench/sampler.py                       # d_model 256, 4 layers, 134,656 vocab, B=1,8
+    python bench/sampler.py --dtype float32,bfloat16 --loop --compile-steps 16,64,256
     python bench/sampler.py --d-model 64 --vocab 576 --batch 1
 
-Prints per trajectory wall time, per-step time, the scan/loop ratio, and the compile time of the
-scan program at 16/64/256 steps (it must stay flat). Shape of the run: 256 image + 64 text
-tokens, a 64-token input image + 8-token instruction, both guidances on, like the DEVELOPERS.md
-yardstick (PyTorch reference: 77 s per trajectory at these sizes on 2 cores).
+Prints per batch size: seconds per trajectory, samples/s and its ratio to the first batch size
+(batching pays off when B=8 gives more samples/s than B=1), the trajectory's matmul GFLOP
+(mmada_jax.flops: forward of the cond+uncond rows, the text head every step, the image head on
+image steps), achieved GFLOP/s and the share of the dtype's peak; with --loop the Python-loop time
+and the loop/scan ratio; with --compile-steps the compile time of the scan program at those step
+counts (it must stay flat). Shape: 256 output + 256 input image tokens, 64 text tokens, 64 steps,
+16 image updates, both guidances on (the issue's yardstick: the PyTorch reference took 51.9 s per
+trajectory at B=1 on these 2 cores).
 """
 
 from __future__ import annotations
@@ -21,17 +26,19 @@ import numpy as np
 from flax import nnx
 
 from mmada_jax import ModelConfig, init_model
+from mmada_jax.flops import forward_flops, peak_flops
 from mmada_jax.parallel_m import inference_prompt
 from mmada_jax.parallel_m import sampler as par
+from mmada_jax.sampling import vocab_chunks
 from mmada_jax.sampling.runner import lower_scan, run_scan
 
 
-def build(args) -> tuple:
+def build(args, dtype: str = "float32") -> tuple:
     base = ModelConfig.from_yaml("configs/mmada_parallel_m.yaml")
     tokens = base.tokens if args.vocab >= 134656 else ModelConfig.from_yaml("configs/mmada_tiny.yaml").tokens
     config = dataclasses.replace(base, d_model=args.d_model, n_layers=args.layers, n_heads=args.heads,
                                  n_kv_heads=args.heads, mlp_hidden_size=3 * args.d_model, vocab_size=args.vocab,
-                                 tokens=tokens, dtype="float32", param_dtype="float32", remat_policy="none")
+                                 tokens=tokens, dtype=dtype, param_dtype="float32", remat_policy="none")
     model = init_model(config, seed=0)
     rng = np.random.default_rng(0)
     rows = [inference_prompt(config.tokens, rng.integers(0, config.tokens.codebook_size, args.input_tokens),
@@ -42,6 +49,15 @@ def build(args) -> tuple:
 def settings(args, steps):
     return dict(num_image_tokens=args.image_tokens, text_len=args.text_tokens, text_steps=steps,
                 image_steps=min(args.image_steps, steps - steps // 4), text_cfg=2.5, image_cfg=4.0)
+
+
+def trajectory_flops(model, layout, batch: int, args) -> float:
+    """Matmul FLOPs of one batched trajectory (guided: 2B rows; text_cfg != 0: the text head on both)."""
+    c, t = model.config, model.config.tokens
+    image_steps = settings(args, args.steps)["image_steps"]
+    step = forward_flops(c, 2 * batch, layout.total, head_positions=args.text_tokens)
+    image = forward_flops(c, 2 * batch, 0, head_positions=args.image_tokens, head_columns=t.codebook_size)
+    return args.steps * step + image_steps * image
 
 
 def python_loop(model, static, init, xs, consts, rnd, exact):
@@ -78,35 +94,64 @@ def main():
     parser.add_argument("--vocab", type=int, default=134656)
     parser.add_argument("--image-tokens", type=int, default=256)
     parser.add_argument("--text-tokens", type=int, default=64)
-    parser.add_argument("--input-tokens", type=int, default=64)
+    parser.add_argument("--input-tokens", type=int, default=256)
     parser.add_argument("--steps", type=int, default=64)
-    parser.add_argument("--image-steps", type=int, default=30)
+    parser.add_argument("--image-steps", type=int, default=16)
     parser.add_argument("--batch", default="1,8")
-    parser.add_argument("--compile-steps", default="16,64,256")
+    parser.add_argument("--dtype", default="float32", help="compute dtypes to measure, e.g. float32,bfloat16")
+    parser.add_argument("--chunks", default="16384,0", help="vocabulary chunk sizes of the text decision to compare "
+                        "(0: the whole vocabulary in one piece, i.e. full [rows, text, vocab] logits: the baseline)")
+    parser.add_argument("--loop", action="store_true", help="also time a Python loop of the jitted step")
+    parser.add_argument("--compile-steps", default="", help="e.g. 16,64,256: compile time of the scan program")
     args = parser.parse_args()
     args.batch = [int(b) for b in args.batch.split(",")]
-    model, rows = build(args)
-    print(f"backend {jax.default_backend()}; model d={args.d_model} L={args.layers} V={args.vocab} "
-          f"({model.config.num_params() / 1e6:.1f}M); {args.image_tokens} image + {args.text_tokens} text tokens, "
-          f"{args.steps} steps, text_cfg 2.5, image_cfg 4.0")
-    print(f"{'B':>3} {'scan s/traj':>12} {'loop s/traj':>12} {'scan ms/step':>13} {'loop ms/step':>13} {'loop/scan':>10}")
-    for b in args.batch:
-        cond, uncond = [r[0] for r in rows[:b]], [r[1] for r in rows[:b]]
-        prepared = par.prepare(model, cond, uncond, **settings(args, args.steps))[:-1]
-        scan_t = timed(lambda: run_scan(model, par._step, *prepared))
-        loop_t = timed(lambda: python_loop(model, *prepared))
-        print(f"{b:3d} {scan_t:12.2f} {loop_t:12.2f} {1e3 * scan_t / args.steps:13.1f} "
-              f"{1e3 * loop_t / args.steps:13.1f} {loop_t / scan_t:10.2f}", flush=True)
-    cond, uncond = rows[0]
-    print(f"{'steps':>6} {'compile s':>10} {'vs first':>9}")
-    first = None
-    for steps in map(int, args.compile_steps.split(",")):
-        prepared = par.prepare(model, cond, uncond, **settings(args, steps))[:-1]
-        t = time.perf_counter()
-        lower_scan(model, par._step, *prepared).compile()
-        seconds = time.perf_counter() - t
-        first = first or seconds
-        print(f"{steps:6d} {seconds:10.2f} {seconds / first:9.2f}", flush=True)
+    print(f"backend {jax.default_backend()}; d={args.d_model} L={args.layers} V={args.vocab}; {args.image_tokens} "
+          f"output + {args.input_tokens} input image tokens, {args.text_tokens} text tokens, {args.steps} steps, "
+          f"text_cfg 2.5, image_cfg 4.0")
+    rates = {}
+    for dtype, chunk in [(d, int(c)) for d in args.dtype.split(",") for c in args.chunks.split(",")]:
+        model, rows = build(args, dtype)
+        vocab_chunks.VOCAB_CHUNK = chunk or args.vocab
+        jax.clear_caches()
+        peak, how = peak_flops(dtype)
+        print(f"\n{dtype}, text decision in chunks of {vocab_chunks.VOCAB_CHUNK} columns: "
+              f"{model.config.num_params() / 1e6:.1f}M params; peak {peak / 1e9:.0f} GFLOP/s ({how})")
+        print(f"{'B':>3} {'s/traj':>8} {'samples/s':>10} {'vs B=' + str(args.batch[0]):>8} {'GFLOP':>8} "
+              f"{'GFLOP/s':>8} {'of peak':>8}" + (f" {'loop s':>8} {'loop/scan':>9}" if args.loop else ""))
+        first = None
+        for b in args.batch:
+            cond, uncond = [r[0] for r in rows[:b]], [r[1] for r in rows[:b]]
+            prepared = par.prepare(model, cond, uncond, **settings(args, args.steps))[:-1]
+            scan_t = timed(lambda: run_scan(model, par._step, *prepared), repeats=1 if b > 1 else 2)
+            rate = b / scan_t
+            first = first or rate
+            rates[dtype, chunk, b] = rate
+            flops = trajectory_flops(model, prepared[0].layout, b, args)
+            line = (f"{b:3d} {scan_t:8.2f} {rate:10.3f} {rate / first:8.2f} {flops / 1e9:8.0f} "
+                    f"{flops / scan_t / 1e9:8.1f} {flops / scan_t / peak:8.1%}")
+            if args.loop:
+                loop_t = timed(lambda: python_loop(model, *prepared), repeats=1)
+                line += f" {loop_t:8.2f} {loop_t / scan_t:9.2f}"
+            print(line, flush=True)
+    chunks = [int(c) for c in args.chunks.split(",")]
+    if len(chunks) > 1:
+        print(f"\nspeed-up of chunks of {chunks[0] or args.vocab} over chunks of {chunks[1] or args.vocab} "
+              "(same run, samples/s):")
+        for dtype in args.dtype.split(","):
+            print("  " + dtype + ": " + ", ".join(f"B={b} {rates[dtype, chunks[0], b] / rates[dtype, chunks[1], b]:.2f}x"
+                                                for b in args.batch))
+    if args.compile_steps:
+        model, rows = build(args)
+        cond, uncond = rows[0]
+        print(f"{'steps':>6} {'compile s':>10} {'vs first':>9}")
+        first = None
+        for steps in map(int, args.compile_steps.split(",")):
+            prepared = par.prepare(model, cond, uncond, **settings(args, steps))[:-1]
+            t = time.perf_counter()
+            lower_scan(model, par._step, *prepared).compile()
+            seconds = time.perf_counter() - t
+            first = first or seconds
+            print(f"{steps:6d} {seconds:10.2f} {seconds / first:9.2f}", flush=True)
 
 
 if __name__ == "__main__":
