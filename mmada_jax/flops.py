@@ -3,10 +3,12 @@
 :func:`forward_flops` counts the matmul FLOPs of one forward (2 per multiply-add): the block
 projections and MLP, full bidirectional attention (scores and values over every key: masked
 diffusion attends both ways, so nothing is halved for causality) and the logits of the head
-positions and columns asked for. Elementwise work (norms, RoPE, softmax) is left out, as MFU
-conventions do. :func:`peak_flops` is the device's dense peak: a GPU's from a table of known
-chips, a CPU's as cores x SIMD lanes x 2 (FMA) x FMA units x clock, read from ``/proc/cpuinfo``
-(an upper bound: some cores, e.g. AMD Zen 4, run 512-bit instructions at half rate).
+positions and columns asked for; :func:`train_flops` is a training step's (3 x the forward:
+forward, and backward for activations and weights). Elementwise work (norms, RoPE, softmax) is
+left out, as MFU conventions do. :func:`peak_flops` is the device's dense peak: an accelerator's
+from a table of data-sheet figures, a CPU's as cores x SIMD lanes x 2 (FMA) x 2 FMA units x clock,
+read from ``/proc/cpuinfo`` (an upper bound: some cores, e.g. AMD Zen 4, run 512-bit instructions
+at half rate).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import re
 
 from .config import ModelConfig
 
-#: dense bf16 / fp32 (TF32 off) peaks in FLOP/s of accelerators we may meet (vendor data sheets)
-GPU_PEAKS = {"H200": (989e12, 67e12), "H100": (989e12, 67e12), "A100": (312e12, 19.5e12),
-             "L4": (121e12, 30e12), "TPU v5 lite": (197e12, 197e12 / 2), "TPU v4": (275e12, 275e12 / 2)}
+#: dense bf16 peaks (TFLOP/s per chip, vendor data sheets) by a substring of ``device_kind``
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "v5p": 459.0, "v6e": 918.0,
+                    "v6 lite": 918.0, "v5e": 197.0, "v5 lite": 197.0, "v4": 275.0}
+#: dense fp32 peaks (TF32 off) of the GPUs above
+PEAK_FP32_TFLOPS = {"H100": 67.0, "H200": 67.0, "A100": 19.5, "L4": 30.0}
 
 
 def forward_flops(config: ModelConfig, rows: int, length: int, *, head_positions: int = 0,
@@ -33,6 +37,12 @@ def forward_flops(config: ModelConfig, rows: int, length: int, *, head_positions
     attention = 2 * 2 * length * length * c.n_heads * hd * c.n_layers  # QK^T and AV
     head = 2 * d * (c.vocab_size if head_columns is None else head_columns) * head_positions
     return float(rows * (per_token * length + attention + head))
+
+
+def train_flops(config: ModelConfig, head_len: int, total_len: int) -> float:
+    """Training FLOPs of one sequence of ``total_len`` tokens whose ``head_len`` positions reach
+    the head: 3 x :func:`forward_flops`."""
+    return 3.0 * forward_flops(config, 1, total_len, head_positions=head_len)
 
 
 def _cpu_peak(dtype: str) -> tuple[float, str]:
@@ -63,7 +73,8 @@ def peak_flops(dtype: str = "float32", device=None) -> tuple[float, str]:
     if device.platform == "cpu":
         return _cpu_peak(dtype)
     kind = getattr(device, "device_kind", "")
-    for name, (bf16, fp32) in GPU_PEAKS.items():
+    table = PEAK_BF16_TFLOPS if dtype == "bfloat16" else PEAK_FP32_TFLOPS
+    for name, tflops in table.items():
         if name.lower() in kind.lower():
-            return (bf16 if dtype == "bfloat16" else fp32), f"{kind} (data sheet)"
-    return float("nan"), f"{kind}: peak unknown"
+            return tflops * 1e12, f"{kind} ({dtype}, data sheet)"
+    return float("nan"), f"{kind}: {dtype} peak unknown"

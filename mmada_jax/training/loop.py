@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..checkpoints import load_model
@@ -33,8 +32,8 @@ from ..sharding import make_mesh, parse_mesh
 from .checkpoint import RunCheckpoints, abstract_like
 from .config import TrainConfig
 from .objectives import DataLayout, make_objective, resolve
-from .step import (TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite, peak_tflops,
-                   setup_state, train_flops)
+from ..flops import peak_flops, train_flops
+from .step import TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite, setup_state
 
 
 def maybe_initialize_distributed() -> None:
@@ -88,8 +87,10 @@ class _Meter:
         self.config, self.flops, self.tokens, self.log = config, flops_per_seq, tokens_per_seq, log
         self.start_step, self.t0 = start_step, time.perf_counter()
         self.window_t, self.window_steps = time.perf_counter(), 0
-        peak = config.peak_tflops_per_device or peak_tflops(jax.devices()[0])
-        self.peak = peak * 1e12 * jax.device_count()
+        device = jax.devices()[0]
+        peak = config.peak_tflops_per_device * 1e12 if config.peak_tflops_per_device else (
+            peak_flops("bfloat16", device)[0] if device.platform != "cpu" else 0.0)   # MFU on accelerators
+        self.peak = peak * jax.device_count() if peak == peak else 0.0             # NaN: unknown chip
 
     def step(self, step: int, metrics: dict) -> dict:
         self.window_steps += 1

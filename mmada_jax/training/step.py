@@ -14,7 +14,7 @@ never saves parameters that are not finite (:func:`params_finite`).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -156,23 +156,3 @@ def jit_train_step(step_fn, state_shardings: dict, batch_shardings_: dict):
                    out_shardings=(state_shardings, None), donate_argnums=0)
 
 
-def train_flops(model_config, head_len: int, total_len: int) -> float:
-    """Training FLOPs of one sequence: 6 x (block matmul params x tokens + head over the
-    ``head_len`` positions that reach it) + 3 x full bidirectional attention (4 L^2 d per layer
-    forward, not halved)."""
-    c = model_config
-    block = c.n_layers * (c.d_model * c.head_dim * (2 * c.n_heads + 2 * c.n_kv_heads) + 3 * c.d_model * c.mlp_hidden_size)
-    head = c.d_model * c.vocab_size * head_len
-    attention = 4 * c.n_layers * total_len ** 2 * c.n_heads * c.head_dim
-    return 6.0 * (block * total_len + head) + 3.0 * attention
-
-
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "v5p": 459.0, "v6e": 918.0, "v5e": 197.0, "v4": 275.0}
-
-
-def peak_tflops(device: Any) -> float:
-    kind = getattr(device, "device_kind", "")
-    for name, value in PEAK_TFLOPS.items():
-        if name.lower() in kind.lower():
-            return value
-    return 0.0
