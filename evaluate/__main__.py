@@ -6,7 +6,7 @@ with ParaBench's metrics and write OUT/results.jsonl, OUT/summary.json, OUT/summ
 OUT/report.html (see mmada_jax.evaluation.run). BENCH: our JSONL, a ParaBench-style folder or
 RISEBench's data_total.json (mmada_jax.evaluation.benchmarks). A rerun with the same --out samples
 and judges only what is missing. Without --checkpoint it runs the demo MMaDA-Parallel-M of the
-synthetic world (demo/parallel_m_shapes; with --model a: the tiny random -A test checkpoint).
+synthetic world (demo/parallel_m_shapes_pararl; with --model a: the tiny random -A test checkpoint).
 
 Judges: synthetic (the demo world's programmatic judge), vlm (ParaBench's six rubrics asked of an
 OpenAI-compatible VLM endpoint, e.g. GPT-4.1 as in the paper, with answers cached in

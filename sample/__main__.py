@@ -10,7 +10,7 @@
   logits    what the model predicts at the masked positions of a sequence
 
 Without --checkpoint, `parallel` runs the trained demo MMaDA-Parallel-M of the synthetic shapes
-world (demo/parallel_m_shapes: its tokenizers, sampling defaults, and an input image and
+world (demo/parallel_m_shapes_pararl: its tokenizers, sampling defaults, and an input image and
 instruction of the world), so it writes a real edit and its reasoning. The other subcommands, and
 `parallel --model a`, run the tiny test checkpoints (tests/golden/mmada_tiny with
 tests/golden/magvitv2_tiny and a character-level tokenizer; tests/golden/dimoo_tiny with

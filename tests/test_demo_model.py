@@ -1,4 +1,5 @@
-"""The shipped demo of the synthetic shapes world (demo/parallel_m_shapes): its files; its image
+"""The shipped demo of the synthetic shapes world (demo/parallel_m_shapes_pararl, after ParaRL of
+demo/parallel_m_shapes): its files; its image
 tokenizer reconstructs the world well enough for the judge (>= 98 on every image metric of
 ground-truth images passed through it); the README's main command writes a correct edit with its
 reasoning; and (slow) the model scores on held-out benchmark items."""
@@ -21,12 +22,14 @@ IMAGE_METRICS = ("Image Quality", "Image Alignment", "Image Consistency", "Outpu
 
 
 def test_shipped_files_and_their_size():
-    files = [p for p in DEMO.rglob("*") if p.is_file()]
-    assert sum(p.stat().st_size for p in files) < 50e6
-    for sub in ("hf", "vqvae"):
-        assert (DEMO / sub).is_dir(), sub
-    for name in ("README.md", "sampling.yaml", "sft_loss.png", "vq_loss.png"):
-        assert (DEMO / name).is_file(), name
+    sft = DEMO_FILES["example"].parent.parent            # the SFT demo (the default is its ParaRL successor)
+    for demo, curves in ((DEMO, ("reward_curves.png", "rewards.png")), (sft, ("sft_loss.png", "vq_loss.png"))):
+        files = [p for p in demo.rglob("*") if p.is_file()]
+        assert sum(p.stat().st_size for p in files) < 50e6
+        for sub in ("hf", "vqvae"):
+            assert (demo / sub).is_dir(), sub
+        for name in ("README.md", "sampling.yaml", *curves):
+            assert (demo / name).is_file(), name
 
 
 def test_shipped_tokenizer_reconstructs_the_world():

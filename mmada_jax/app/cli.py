@@ -22,7 +22,9 @@ TINY_A = dict(TINY, checkpoint=ROOT / "tests/golden/dimoo_tiny", vq=ROOT / "test
               tokenizer=ROOT / "tests/fixtures/tiny_tokenizer_a")
 #: the trained demo MMaDA-Parallel-M of the synthetic shapes world; ``example`` is a one-item
 #: benchmark of the world (instruction, input image, ground truth) that the main command runs
-DEMO = {"checkpoint": ROOT / "demo/parallel_m_shapes", "example": ROOT / "demo/parallel_m_shapes/example/benchmark.jsonl"}
+#: the default model: the shapes-world demo after ParaRL (its SFT starting point, demo/parallel_m_shapes, holds the example)
+DEMO = {"checkpoint": ROOT / "demo/parallel_m_shapes_pararl",
+        "example": ROOT / "demo/parallel_m_shapes/example/benchmark.jsonl"}
 
 
 def demo_example() -> tuple[dict, Path]:
