@@ -315,15 +315,18 @@ def evaluate(benchmark: str | Path | Benchmark, out: str | Path, judge, task=Non
     for start in range(0, len(to_judge), chunk):
         part = to_judge[start:start + chunk]
         judged = judge_samples(judge, [(item, text, image) for item, text, image, _ in part])
+        rewritten = False
         for (item, _, image, line), verdict in zip(part, judged):
             line = {k: v for k, v in line.items() if k not in ("scores", "reasons", "judge_errors", "image_stats")}
             rec = {"id": line["id"], "category": line["category"], **verdict, **line,
                    "image_stats": image_stats(image, bench_dir / item["input_image"] if item.get("input_image") else None)}
             if line["id"] in {r["id"] for r in results}:
                 results[:] = [rec if r["id"] == line["id"] else r for r in results]
-                _rewrite(results_path, results)
+                rewritten = True
             else:
                 append(rec)
+        if rewritten:                  # re-judged lines replaced: the file swapped once per chunk
+            _rewrite(results_path, results)
         n = min(start + chunk, len(to_judge))
         rate = n / max(time.perf_counter() - t0, 1e-9)
         log(f"  judged {n}/{len(to_judge)} items: {rate:.2f} items/s, ETA {(len(to_judge) - n) / rate:.0f}s")
