@@ -50,7 +50,7 @@ REAL_CODEBOOK = 8192
 
 DTYPES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = ("none", "full", "save_dots", "save_qkv_proj", "save_out_proj")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn", "plain")
+ATTENTION_IMPLS = ("auto", "xla", "xla_rows", "cudnn", "plain")
 MASK_MODES = ("hard", "additive")
 
 
@@ -132,8 +132,9 @@ class ModelConfig:
       * ``remat_policy``: what each scanned block keeps for the backward pass (``none`` keeps
         everything, ``full`` recomputes the whole block, ``save_dots`` keeps matmul outputs,
         ``save_qkv_proj`` / ``save_out_proj`` keep only the named projections).
-      * ``attention_impl``: ``auto`` (cuDNN flash on GPU for bf16/fp16, XLA otherwise), ``xla``
-        (``jax.nn.dot_product_attention``), ``cudnn``, or ``plain`` (explicit einsum + fp32
+      * ``attention_impl``: ``auto`` (cuDNN flash on GPU for bf16/fp16, ``xla_rows`` on CPU, XLA
+        otherwise), ``xla`` (``jax.nn.dot_product_attention``), ``xla_rows`` (the same, one batch
+        row at a time: cache-friendly on CPU), ``cudnn``, or ``plain`` (explicit einsum + fp32
         softmax; the test oracle).
       * ``attention_mask_mode``: what an ``attention_mask`` passed to the model does. ``hard``
         masks padded keys out; ``additive`` reproduces MMaDA-Parallel-M, which ADDS the 0/1 mask

@@ -7,8 +7,9 @@ positions and columns asked for; :func:`train_flops` is a training step's (3 x t
 forward, and backward for activations and weights). Elementwise work (norms, RoPE, softmax) is
 left out, as MFU conventions do. :func:`peak_flops` is the device's dense peak: an accelerator's
 from a table of data-sheet figures, a CPU's as cores x SIMD lanes x 2 (FMA) x 2 FMA units x clock,
-read from ``/proc/cpuinfo`` (an upper bound: some cores, e.g. AMD Zen 4, run 512-bit instructions
-at half rate).
+read from ``/proc/cpuinfo`` (the clock it lists, usually the base clock: cores that boost exceed
+it; AMD family 25, Zen 3/4, executes 512-bit instructions as two 256-bit halves, so its lanes
+count as 8).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def _cpu_peak(dtype: str) -> tuple[float, str]:
     clock = float(mhz.group(1)) * 1e6 if mhz else float("nan")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    family = re.search(r"^cpu family\s*:\s*(\d+)", info, re.M)
+    if "AuthenticAMD" in info and family and int(family.group(1)) == 25:
+        lanes = min(lanes, 8)          # Zen 4: 256-bit data paths ("double-pumped" AVX-512)
     per_cycle = lanes * 2 * 2          # lanes x FMA (2 FLOPs) x 2 FMA units
     if dtype == "bfloat16" and "amx_bf16" in flags:
         per_cycle = 1024               # AMX: 16x32 bf16 tile multiply-adds per cycle per core

@@ -59,6 +59,12 @@ def _mitchell_init(rngs: nnx.Rngs, shape, std, dtype):
     return (x * std).astype(dtype)
 
 
+class KV(NamedTuple):
+    """Every block's keys and values (RoPE applied): k, v [n_layers, B, L, n_kv_heads, head_dim]."""
+    k: jax.Array
+    v: jax.Array
+
+
 class Output(NamedTuple):
     logits: jax.Array
     hidden_states: jax.Array | None = None
@@ -118,28 +124,68 @@ class LLaDAModel(nnx.Module):
         return logits
 
     def encode(self, input_ids, attention_mask=None, *, mask_mode=None, return_hidden_states=False,
-               position_ids=None):
-        """Final-norm hidden states [B, L, d] (and the per-block inputs when asked)."""
+               position_ids=None, return_kv=False):
+        """Final-norm hidden states [B, L, d] and the per-block inputs (None unless asked); with
+        ``return_kv`` also every block's keys and values (:class:`KV`, what the samplers' step
+        cache keeps)."""
         c = self.config
         dt = _dtype(c.dtype)
         precision = _precision(c)
         input_ids = constrain(jnp.asarray(input_ids), ("batch", "length"))
-        x = jnp.take(self.wte[...], input_ids, axis=0).astype(dt)
-        x = constrain(x, ("batch", "length", "act_embed"))
+        x = self._embed(input_ids)
         positions = input_ids.shape[1] if position_ids is None else position_ids
         cos, sin = rope_tables(positions, c.head_dim, c.rope_theta)
         bias, mask = attention_bias(attention_mask, mask_mode or c.attention_mask_mode, dt)
         params = {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
 
         def block(x, p):
-            y = _block(c, x, p, cos, sin, bias, mask, precision)
-            return y, (x if return_hidden_states else None)
+            y, kv = _block(c, x, p, cos, sin, bias, mask, precision)
+            return y, (x if return_hidden_states else None, kv if return_kv else None)
 
         if c.remat_policy != "none":
             block = jax.checkpoint(block, policy=REMAT_POLICIES[c.remat_policy], prevent_cse=False)
-        x, per_layer = jax.lax.scan(block, x, params)
+        x, (per_layer, kv) = jax.lax.scan(block, x, params)
         x = rms_norm(x, self.ln_f[...], c.rms_norm_eps)
-        return x, per_layer
+        return (x, per_layer, KV(*kv)) if return_kv else (x, per_layer)
+
+    def encode_at(self, input_ids, positions, kv: "KV", hidden, attention_mask=None, *, mask_mode=None,
+                  position_ids=None):
+        """Recompute only ``positions`` [B, R] of ``input_ids`` [B, L], every other position's keys,
+        values and final hidden state taken from ``kv`` and ``hidden`` [B, L, d] (an earlier
+        :meth:`encode` with ``return_kv``, partly updated since). Each block runs its projections and
+        MLP on the R positions, writes their keys and values into the cached ones and lets their
+        queries attend over all L keys. Returns (hidden [B, L, d], kv) with the R positions
+        replaced: exactly :meth:`encode` when nothing outside ``positions`` changed since ``kv``
+        was computed, an approximation (the step cache's) otherwise."""
+        c = self.config
+        dt = _dtype(c.dtype)
+        precision = _precision(c)
+        input_ids = jnp.asarray(input_ids)
+        positions = jnp.asarray(positions, jnp.int32)
+        b, length = input_ids.shape
+        rows = jnp.arange(b)[:, None]
+        x = self._embed(jnp.take_along_axis(input_ids, positions, axis=1))
+        ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (b, length)) if position_ids is None \
+            else jnp.asarray(position_ids)
+        cos, sin = rope_tables(jnp.take_along_axis(ids, positions, axis=1), c.head_dim, c.rope_theta)
+        bias, mask = attention_bias(attention_mask, mask_mode or c.attention_mask_mode, dt)
+        params = {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
+
+        def block(x, layer):
+            p, k_all, v_all = layer
+            w = {k: v.astype(x.dtype) for k, v in p.items()}
+            q, k, v = _attention_inputs(c, x, w, cos, sin, precision)
+            k_all, v_all = k_all.at[rows, positions].set(k), v_all.at[rows, positions].set(v)
+            att = attention(q, k_all, v_all, bias=bias, mask=mask, impl=c.attention_impl, precision=precision)
+            return _block_output(c, x, att, w, precision), (k_all, v_all)
+
+        x, kv = jax.lax.scan(block, x, (params, kv.k, kv.v))
+        x = rms_norm(x, self.ln_f[...], c.rms_norm_eps)
+        return hidden.at[rows, positions].set(x.astype(hidden.dtype)), KV(*kv)
+
+    def _embed(self, input_ids):
+        x = jnp.take(self.wte[...], input_ids, axis=0).astype(_dtype(self.config.dtype))
+        return constrain(x, ("batch", "length", "act_embed"))
 
     def head(self, hidden: jax.Array, *, positions: jax.Array | None = None,
              vocab_range: tuple[int, int] | None = None) -> jax.Array:
@@ -175,30 +221,39 @@ class LLaDAModel(nnx.Module):
         return jnp.einsum("bld,dbl->bl", hidden, rows.astype(hidden.dtype), precision=_precision(self.config))
 
 
-def _block(c: ModelConfig, x, p, cos, sin, bias, mask, precision):
-    """One LLaMA block: x + attn(norm(x)); then + ff_out(silu(ff_proj(n)) * up_proj(n))."""
-    dt = x.dtype
+def _attention_inputs(c: ModelConfig, x, w, cos, sin, precision):
+    """q [B, L, H, hd], k and v [B, L, Hkv, hd] of a block's input x [B, L, d] (RoPE applied)."""
     b, l, _ = x.shape
-    w = {k: v.astype(dt) for k, v in p.items()}
     mm = lambda a, k: jnp.einsum("bld,de->ble", a, k, precision=precision)
-
     h = rms_norm(x, w["attn_norm"], c.rms_norm_eps)
     q = checkpoint_name(mm(h, w["q_proj"]), "query_proj").reshape(b, l, c.n_heads, c.head_dim)
     k = checkpoint_name(mm(h, w["k_proj"]), "key_proj").reshape(b, l, c.n_kv_heads, c.head_dim)
     v = checkpoint_name(mm(h, w["v_proj"]), "value_proj").reshape(b, l, c.n_kv_heads, c.head_dim)
     q = constrain(apply_rope(q, cos, sin), ("batch", "length", "act_heads", None))
     k = constrain(apply_rope(k, cos, sin), ("batch", "length", "act_heads", None))
-    v = constrain(v, ("batch", "length", "act_heads", None))
-    att = attention(q, k, v, bias=bias, mask=mask, impl=c.attention_impl, precision=precision)
+    return q, k, constrain(v, ("batch", "length", "act_heads", None))
+
+
+def _block_output(c: ModelConfig, x, att, w, precision):
+    """x + attn_out(att); then + ff_out(silu(ff_proj(n)) * up_proj(n)) with n the normed sum."""
+    b, l, _ = x.shape
+    mm = lambda a, k: jnp.einsum("bld,de->ble", a, k, precision=precision)
     att = att.reshape(b, l, c.n_heads * c.head_dim)
     x = x + checkpoint_name(mm(att, w["attn_out"]), "attention_out")
     x = constrain(x, ("batch", "length", "act_embed"))
-
     h = rms_norm(x, w["ff_norm"], c.rms_norm_eps)
     gate = constrain(mm(h, w["ff_proj"]), ("batch", "length", "act_mlp"))
     up = constrain(mm(h, w["up_proj"]), ("batch", "length", "act_mlp"))
     x = x + checkpoint_name(mm(jax.nn.silu(gate) * up, w["ff_out"]), "mlp_out")
     return constrain(x, ("batch", "length", "act_embed"))
+
+
+def _block(c: ModelConfig, x, p, cos, sin, bias, mask, precision):
+    """One LLaMA block: x + attn(norm(x)); then the MLP. Returns (output, (k, v))."""
+    w = {k: v.astype(x.dtype) for k, v in p.items()}
+    q, k, v = _attention_inputs(c, x, w, cos, sin, precision)
+    att = attention(q, k, v, bias=bias, mask=mask, impl=c.attention_impl, precision=precision)
+    return _block_output(c, x, att, w, precision), (k, v)
 
 
 def init_model(config: ModelConfig, seed: int = 0) -> LLaDAModel:

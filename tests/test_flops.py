@@ -17,11 +17,12 @@ from mmada_jax.flops import forward_flops, peak_flops, train_flops
 @pytest.mark.parametrize("kv_heads", [4, 2])
 @pytest.mark.parametrize("length, head_positions", [(64, 64), (256, 16)])
 def test_forward_flops_match_xla_cost_analysis(kv_heads, length, head_positions):
-    """One layer (XLA counts a scanned layer body once): the matmuls we count are XLA's FLOPs
-    but for the elementwise work (norms, softmax, RoPE: < 5% at these sizes)."""
+    """One layer (XLA counts a scanned layer body once) and batched attention (``xla``: the CPU's
+    row-at-a-time map is a loop too): the matmuls we count are XLA's FLOPs but for the elementwise
+    work (norms, softmax, RoPE: < 5% at these sizes)."""
     base = ModelConfig.from_yaml("configs/mmada_tiny.yaml")
     c = dataclasses.replace(base, d_model=128, n_layers=1, n_heads=4, n_kv_heads=kv_heads, mlp_hidden_size=384,
-                            dtype="float32", param_dtype="float32", remat_policy="none")
+                            dtype="float32", param_dtype="float32", remat_policy="none", attention_impl="xla")
     model = init_model(c, seed=0)
     ids = jnp.zeros((2, length), jnp.int32)
     fn = nnx.jit(lambda m, ids: m(ids, positions=jnp.arange(head_positions)))

@@ -39,19 +39,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sampling import recording
+from ..sampling import recording, step_cache
 from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, categorical_from_uniform,
-                               exact_default, first_argmax, image_step_indices, left_padding, mask_ratio_schedule,
-                               text_step, top_k_mask)
+                               commit_text, exact_default, first_argmax, image_step_indices, left_padding,
+                               mask_ratio_schedule, max_probability, text_decision, top_k_mask)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
+from ..sampling.vocab_chunks import TextDecision
 from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """MMaDA-Parallel-A sampling (defaults: the reference README command)."""
+class Settings(step_cache.CacheSettings):
+    """MMaDA-Parallel-A sampling (defaults: the reference README command; the step cache off)."""
 
     text_len: int = setting(256, "reasoning-text budget in tokens", aliases=["--text_gen_length"], minimum=1)
     text_steps: int = setting(128, "denoising steps (one conditional forward each)", aliases=["--text_steps"],
@@ -76,6 +77,7 @@ class Settings:
 
     def check(self) -> None:
         image_steps_within_text_steps(self)
+        self.check_cache()
 
     @property
     def run_uncond(self) -> bool:
@@ -87,61 +89,106 @@ def _gumbel(u):
     return -jnp.log(-jnp.log(u + 1e-10) + 1e-10)
 
 
-def _guided_image(model, hidden, x, consts, st: Static):
+def _guided_image(model, hidden, x, consts, st: Static, cache=None):
     """The conditional image logits (from ``hidden``, the step's forward) and the guided ones
     (the unconditional rows made from ``x``, the sequence after the text update), over the
-    codebook columns at the image positions: [B, N, K] each."""
+    codebook columns at the image positions: [B, N, K] each; and the step cache (None when off),
+    whose unconditional slot serves the unconditional rows: a full forward on the first image step
+    after each full step of the conditional rows, a cached one otherwise."""
     cfg, lay, t = st.settings, st.layout, st.tokens
     b = x.shape[0]
     pos = jnp.asarray(lay.image_positions())
     cols = (t.image_offset, t.image_offset + t.codebook_size)
     cond = model.head(hidden, positions=pos, vocab_range=cols).astype(jnp.float32)
     if not cfg.run_uncond:
-        return cond, cond
+        return cond, cond, cache
     # the current sequence with each prefix written over its start (per-row overlays)
     rows = jnp.concatenate([jnp.where(consts["uncon_text_on"], consts["uncon_text"], x),
                             jnp.where(consts["uncon_image_on"], consts["uncon_image"], x)], axis=0)
     twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
-    uncond, _ = model.encode(rows, twice(consts.get("attention_mask")), mask_mode="hard",
-                             position_ids=twice(consts.get("position_ids")))
+    mask, position_ids = twice(consts.get("attention_mask")), twice(consts.get("position_ids"))
+    if cache is None:
+        uncond, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
+    else:
+        def full(cache):
+            hidden, slot = step_cache.full(model, rows, mask, position_ids)
+            return hidden, dict(cache, uncond_slot=slot, uncond_stale=jnp.asarray(False))
+
+        def cached(cache):
+            groups = _groups(x, cache, st, twins=2)
+            hidden, slot, _ = step_cache.partial(model, rows, cache["uncond_slot"], groups, mask, position_ids)
+            return hidden, dict(cache, uncond_slot=slot)
+        uncond, cache = jax.lax.cond(cache["uncond_stale"], full, cached, cache)
     uncond = model.head(uncond, positions=pos, vocab_range=cols).astype(jnp.float32)
     guided = cond
     if cfg.instruction_cfg != 0:
         guided = guided + cfg.instruction_cfg * (cond - uncond[:b])
     if cfg.image_cfg != 0:
         guided = guided + cfg.image_cfg * (cond - uncond[b:])
-    return cond, guided
+    return cond, guided, cache
+
+
+def _groups(x, cache, st: Static, twins: int = 1) -> list:
+    """The step cache's recompute groups: the text region, then the image codes."""
+    lay = st.layout
+    return step_cache.output_groups(x, st.tokens.mask_id, st.settings, twins,
+                                    text=(lay.text_positions(), cache["decision"].confidence),
+                                    image=(lay.image_positions(), cache["image_conf"]))
 
 
 def _step(model, carry, xs, consts, rnd, st: Static):
     x, gumbel_index, j, last_sampled = carry[:4]
     before = x
-    s, k, is_image_step, cap, temp = xs
+    s, k, is_image_step, cap, temp, refresh = xs
     b = x.shape[0]
     cfg, lay, t = st.settings, st.layout, st.tokens
     n, kk, off = lay.num_image_tokens, t.codebook_size, t.image_offset
     pos = jnp.asarray(lay.image_positions())
-    hidden, _ = model.encode(x, consts.get("attention_mask"), mask_mode="hard",
-                             position_ids=consts.get("position_ids"))   # a mask only when rows are left-padded
-
-    # text: no guidance, the full vocabulary (or text ids only), the head reduced chunk by chunk
-    text_hidden = hidden[:, jnp.asarray(lay.text_positions())]
+    mask, position_ids = consts.get("attention_mask"), consts.get("position_ids")   # only when left-padded
+    text_positions = jnp.asarray(lay.text_positions())
     region = x[:, lay.text_start:lay.text_end]
     any_mask = jnp.any(region == t.mask_id)
-    region, decision = text_step(_text_chunks(model, text_hidden, st), model.config.vocab_size, region, k,
-                                 mask_id=t.mask_id, temperature=cfg.text_temperature, remasking=cfg.remasking,
-                                 rnd=rnd, index=s, exact=st.exact, gumbel=_gumbel, gumbel_index=gumbel_index,
-                                 gumbel_dtype=jnp.float32, want_cond_lse=bool(st.record))
+
+    def decide(text_hidden):
+        """Text: no guidance, the full vocabulary (or text ids only), the head reduced chunk by chunk."""
+        return text_decision(_text_chunks(model, text_hidden, st), model.config.vocab_size, text_hidden.shape[:2],
+                             temperature=cfg.text_temperature, rnd=rnd, index=gumbel_index, exact=st.exact,
+                             gumbel=_gumbel, gumbel_dtype=jnp.float32, want_cond_lse=bool(st.record))
+
+    cache = carry[-1] if cfg.cached else None
+    if cache is None:
+        hidden, _ = model.encode(x, mask, mask_mode="hard", position_ids=position_ids)
+        decision = decide(hidden[:, text_positions])
+    else:
+        def full(cache):
+            hidden, slot = step_cache.full(model, x, mask, position_ids)
+            cache = dict(cache, slot=slot, decision=decide(hidden[:, text_positions]))
+            if "uncond_stale" in cache:
+                cache["uncond_stale"] = jnp.asarray(True)
+            return hidden, cache
+
+        def cached(cache):
+            hidden, slot, (picks, _) = step_cache.partial(model, x, cache["slot"], _groups(x, cache, st), mask,
+                                                          position_ids)
+            fresh = decide(jnp.take_along_axis(hidden, (lay.text_start + picks)[..., None], axis=1))
+            return hidden, dict(cache, slot=slot, decision=step_cache.scatter(cache["decision"], picks, fresh))
+        hidden, cache = jax.lax.cond(refresh, full, cached, cache)
+        decision = cache["decision"]
+    text_hidden = hidden[:, text_positions]
+    region = commit_text(region, decision.x0, decision.confidence, k, mask_id=t.mask_id, remasking=cfg.remasking,
+                         rnd=rnd, index=s)
     x = x.at[:, lay.text_start:lay.text_end].set(region)
     if cfg.text_temperature > 0:
         gumbel_index = gumbel_index + any_mask.astype(jnp.int32)
 
     def update_image(ops):
-        x, j, _ = ops
+        x, j, _, cache = ops
         current = x[:, pos]
         unknown = current == t.mask_id
         prev = jnp.clip(current - off, 0, kk - 1)
-        _, guided = _guided_image(model, hidden, x, consts, st)
+        _, guided, cache = _guided_image(model, hidden, x, consts, st, cache)
+        if cache is not None:      # the step cache ranks masked image positions by it
+            cache = dict(cache, image_conf=max_probability(guided))
         probs = jax.nn.softmax(guided, axis=-1)
         if cfg.image_temperature == 0:
             sampled = first_argmax(probs)
@@ -157,9 +204,10 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         confidence = jnp.log(selected + 1e-10) + temp * z
         masking = top_k_mask(-confidence, mask_len)  # the mask_len lowest (stable ascending order)
         new = jnp.where(masking, t.mask_id, sampled + off).astype(jnp.int32)
-        return x.at[:, pos].set(new), j + 1, sampled
+        return x.at[:, pos].set(new), j + 1, sampled, cache
 
-    x, j, last_sampled = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, j, last_sampled))
+    x, j, last_sampled, cache = jax.lax.cond(is_image_step, update_image, lambda ops: ops,
+                                             (x, j, last_sampled, cache))
     carry_out = (x, gumbel_index, j, last_sampled)
     if st.record:
         hit = consts["record_steps"] == s
@@ -169,6 +217,8 @@ def _step(model, carry, xs, consts, rnd, st: Static):
                                                               is_image_step, decision, consts, st))
 
         carry_out += (jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[4]),)
+    if cache is not None:
+        carry_out += (cache,)
     return carry_out, (x if st.trajectory else None)
 
 
@@ -197,7 +247,7 @@ def _recorded(model, hidden, text_hidden, before, after, last_sampled, is_image_
     known = before[:, pos]
 
     def guided_argmax(_):     # text-only step: the guided image prediction, known codes kept
-        _, guided = _guided_image(model, hidden, after, consts, st)
+        _, guided, _ = _guided_image(model, hidden, after, consts, st)
         return jnp.where(known != t.mask_id, known - t.image_offset, first_argmax(guided))
 
     predicted = jax.lax.cond(is_image_step, lambda _: last_sampled, guided_argmax, None)
@@ -360,10 +410,26 @@ def _prepare(model, x, layout: Layout, overlays, pads, settings: Settings, seed,
         consts["record_steps"] = recording.check_steps(record_steps, b, steps)
         record = consts["record_steps"].shape[1]
         init += (recording.empty(b, record, length, n, layout.text_len),)
+    if s.cached:
+        init += (_empty_cache(model, b, layout, exact, record, s.run_uncond),)
     static = Static(s, layout, t, exact, return_trajectory, record)
     rnd = as_randomness(seed, b, tape)
-    xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps)
+    xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps, step_cache.refresh_steps(steps, s))
     return static, init, xs, consts, rnd, exact
+
+
+def _empty_cache(model, b: int, layout: Layout, exact: bool, record: int, uncond: bool) -> dict:
+    """The step cache's carry before the first (always full) step: the conditional rows' slot (and
+    the unconditional rows', refilled on the first image step after each full step), the last text
+    decision of every text position and the image confidences."""
+    text = (b, layout.text_len)
+    decision = TextDecision(np.zeros(text, np.int32), np.zeros(text, np.float64 if exact else np.float32),
+                            np.zeros(text, np.int32), np.zeros(text, np.float32) if record else None)
+    cache = {"slot": step_cache.empty_slot(model, b, layout.total), "decision": decision,
+             "image_conf": np.zeros((b, layout.num_image_tokens), np.float32)}
+    if uncond:
+        cache.update(uncond_slot=step_cache.empty_slot(model, 2 * b, layout.total), uncond_stale=np.asarray(True))
+    return cache
 
 
 def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,

@@ -25,20 +25,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sampling import recording
-from ..sampling.common import (SamplerOutput, Static, as_randomness, exact_default, first_argmax,
-                               image_step_indices, image_update, left_padding, mask_ratio_schedule,
-                               num_transfer_tokens, text_step)
+from ..sampling import recording, step_cache
+from ..sampling.common import (SamplerOutput, Static, as_randomness, commit_text, exact_default, first_argmax,
+                               image_step_indices, image_update, left_padding, mask_ratio_schedule, max_probability,
+                               num_transfer_tokens, text_decision)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
+from ..sampling.vocab_chunks import TextDecision
 from ..sequences import pad_rows
 from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout, output_init
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    """MMaDA-Parallel-M sampling (defaults: the reference ``inference.py``, image guidance 4.0)."""
+class Settings(step_cache.CacheSettings):
+    """MMaDA-Parallel-M sampling (defaults: the reference ``inference.py``, image guidance 4.0; the
+    step cache off)."""
 
     text_len: int = setting(256, "reasoning-text budget in tokens (BOS included)", aliases=["--text_gen_length"],
                             minimum=2)
@@ -59,6 +61,7 @@ class Settings:
 
     def check(self) -> None:
         image_steps_within_text_steps(self)
+        self.check_cache()
 
 
 def max_text_per_step(settings: Settings) -> int:
@@ -69,7 +72,7 @@ def max_text_per_step(settings: Settings) -> int:
 def _step(model, carry, xs, consts, rnd, st: Static):
     x, last_sampled, j = carry[:3]
     before = x
-    i, k, is_image_step, cap, temp = xs
+    i, k, is_image_step, cap, temp, refresh = xs
     b = x.shape[0]
     s, lay = st.settings, st.layout
     t = st.tokens
@@ -82,32 +85,42 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         if mask is not None:   # an unconditional row is as long as its conditional twin: same padding
             mask = jnp.concatenate([mask, mask], axis=0)
             position_ids = jnp.concatenate([position_ids, position_ids], axis=0)
-    hidden, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
-
-    # text: confidence-ordered unmasking of a fixed count per step, the head reduced chunk by chunk
-    text_hidden = hidden[:, jnp.asarray(lay.text_positions())]
     with_uncond = guided and s.text_cfg != 0      # text_cfg 0: the guided text logits are the conditional ones
-    if not with_uncond:
-        text_hidden = text_hidden[:b]
 
-    def chunk_logits(start, size):
-        logits = model.head_columns(text_hidden, start, size).astype(jnp.float32)
-        cond = logits[:b]
+    def decide(text_hidden):
+        """The text decision of the text positions in ``text_hidden`` [rows, T', d] (cond rows first)."""
         if not with_uncond:
-            return cond, cond
-        uncond = logits[b:]
-        if s.text_guidance == "reference":
-            return cond + s.text_cfg * (uncond - cond), cond
-        return cond + s.text_cfg * (cond - uncond), cond
+            text_hidden = text_hidden[:b]
 
-    region, decision = text_step(chunk_logits, model.config.vocab_size, x[:, lay.text_start:], jnp.full((b,), k),
-                                 mask_id=t.mask_id, temperature=s.text_temperature, remasking=s.remasking, rnd=rnd,
-                                 index=i, exact=st.exact, want_cond_lse=bool(st.record))
+        def chunk_logits(start, size):     # the head reduced chunk by chunk (vocab_chunks)
+            logits = model.head_columns(text_hidden, start, size).astype(jnp.float32)
+            cond = logits[:b]
+            if not with_uncond:
+                return cond, cond
+            uncond = logits[b:]
+            if s.text_guidance == "reference":
+                return cond + s.text_cfg * (uncond - cond), cond
+            return cond + s.text_cfg * (cond - uncond), cond
+        return text_decision(chunk_logits, model.config.vocab_size, (b, text_hidden.shape[1]),
+                             temperature=s.text_temperature, rnd=rnd, index=i, exact=st.exact,
+                             want_cond_lse=bool(st.record))
+
+    text_positions = jnp.asarray(lay.text_positions())
+    cache = carry[-1] if s.cached else None
+    if cache is None:
+        hidden, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
+        decision = decide(hidden[:, text_positions])
+    else:
+        args = (model, rows, x, mask, position_ids, decide, st)
+        hidden, cache = jax.lax.cond(refresh, lambda c: _full_step(c, *args), lambda c: _cached_step(c, *args), cache)
+        decision = cache["decision"]
+    region = commit_text(x[:, lay.text_start:], decision.x0, decision.confidence, jnp.full((b,), k),
+                         mask_id=t.mask_id, remasking=s.remasking, rnd=rnd, index=i)
     x = x.at[:, lay.text_start:].set(region)
 
     # image: a MaskGIT update on the image steps, from the same forward pass
     def update_image(operands):
-        x, _, j = operands
+        x, _, j, image_conf = operands
         n = lay.num_image_tokens
         logits = model.head(hidden, positions=jnp.asarray(lay.image_positions()),
                             vocab_range=(t.image_offset, t.image_offset + t.codebook_size)).astype(jnp.float32)
@@ -117,19 +130,47 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         region, sampled = image_update(cond, uncond, x[:, lay.image_start:lay.image_end], guidance=s.image_cfg,
                                        mask_len_cap=cap, temperature=temp, offset=t.image_offset,
                                        mask_id=t.mask_id, u_categorical=u_cat, u_gumbel=u_gum, exact=st.exact)
-        return x.at[:, lay.image_start:lay.image_end].set(region), sampled, j + 1
+        if image_conf is not None:     # the step cache ranks masked image positions by it
+            image_conf = max_probability(cond if uncond is None else (1 + s.image_cfg) * cond - s.image_cfg * uncond)
+        return x.at[:, lay.image_start:lay.image_end].set(region), sampled, j + 1, image_conf
 
-    x, last_sampled, j = jax.lax.cond(is_image_step, update_image, lambda ops: ops, (x, last_sampled, j))
-    if not st.record:
-        return (x, last_sampled, j), (x if st.trajectory else None)
-    hit = consts["record_steps"] == i
+    image_conf = None if cache is None else cache["image_conf"]
+    x, last_sampled, j, image_conf = jax.lax.cond(is_image_step, update_image, lambda ops: ops,
+                                                  (x, last_sampled, j, image_conf))
+    out = (x, last_sampled, j)
+    if st.record:
+        hit = consts["record_steps"] == i
 
-    def write(buffers):
-        return recording.write(buffers, hit, **_recorded(model, hidden, text_hidden[:b], before, x, last_sampled,
-                                                          is_image_step, decision, st))
+        def write(buffers):
+            text_hidden = hidden[:b, text_positions]
+            return recording.write(buffers, hit, **_recorded(model, hidden, text_hidden, before, x, last_sampled,
+                                                              is_image_step, decision, st))
 
-    buffers = jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[3])
-    return (x, last_sampled, j, buffers), (x if st.trajectory else None)
+        out += (jax.lax.cond(hit.any(), write, lambda buffers: buffers, carry[3]),)
+    if cache is not None:
+        out += (dict(cache, image_conf=image_conf),)
+    return out, (x if st.trajectory else None)
+
+
+def _full_step(cache, model, rows, x, mask, position_ids, decide, st: Static):
+    """A full forward that refills the step cache, and the text decision of every text position."""
+    hidden, slot = step_cache.full(model, rows, mask, position_ids)
+    return hidden, dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(st.layout.text_positions())]))
+
+
+def _cached_step(cache, model, rows, x, mask, position_ids, decide, st: Static):
+    """A cached step (:mod:`~mmada_jax.sampling.step_cache`): a share of the text and of the output
+    image recomputed (changed tokens first, then the least confident masked ones; an unconditional
+    twin shares its row's picks); the text decision of the recomputed text positions merged into
+    the last ones."""
+    lay = st.layout
+    b = x.shape[0]
+    groups = step_cache.output_groups(x, st.tokens.mask_id, st.settings, twins=rows.shape[0] // b,
+                                      text=(lay.text_positions(), cache["decision"].confidence),
+                                      image=(lay.image_positions(), cache["image_conf"]))
+    hidden, slot, (text_picks, _) = step_cache.partial(model, rows, cache["slot"], groups, mask, position_ids)
+    fresh = decide(jnp.take_along_axis(hidden, (lay.text_start + text_picks)[..., None], axis=1))
+    return hidden, dict(cache, slot=slot, decision=step_cache.scatter(cache["decision"], text_picks[:b], fresh))
 
 
 def _recorded(model, hidden, text_hidden, before, after, last_sampled, is_image_step, decision, st: Static) -> dict:
@@ -224,9 +265,22 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settin
         consts["record_steps"] = recording.check_steps(record_steps, b, steps)
         record = consts["record_steps"].shape[1]
         init += (recording.empty(b, record, layout.total, num_image_tokens, s.text_len),)
+    if s.cached:
+        init += (_empty_cache(model, b, layout, exact, record, guided=s.text_cfg != 0 or s.image_cfg != 0),)
     static = Static(s, layout, t, exact, return_trajectory, record)
-    xs = (np.arange(steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps)
+    xs = (np.arange(steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps,
+          step_cache.refresh_steps(steps, s))
     return static, init, xs, consts, as_randomness(seed, b, tape), exact, pads
+
+
+def _empty_cache(model, b: int, layout: Layout, exact: bool, record: int, guided: bool) -> dict:
+    """The step cache's carry before the first (always full) step: the slot of the forward's rows,
+    the last text decision of every text position and the image confidences."""
+    text = (b, layout.text_len)
+    decision = TextDecision(np.zeros(text, np.int32), np.zeros(text, np.float64 if exact else np.float32),
+                            np.zeros(text, np.int32), np.zeros(text, np.float32) if record else None)
+    return {"slot": step_cache.empty_slot(model, 2 * b if guided else b, layout.total), "decision": decision,
+            "image_conf": np.zeros((b, layout.num_image_tokens), np.float32)}
 
 
 def _is_batch(rows) -> bool:

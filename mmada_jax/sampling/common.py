@@ -169,6 +169,12 @@ def first_argmax(x: jax.Array) -> jax.Array:
     return jnp.min(jnp.where(x == top, iota, x.shape[-1]), axis=-1)
 
 
+def max_probability(logits: jax.Array) -> jax.Array:
+    """The largest softmax probability along the last axis, float32 (a prediction's confidence)."""
+    logits = logits.astype(jnp.float32)
+    return jnp.exp(jnp.max(logits, axis=-1) - jax.nn.logsumexp(logits, axis=-1))
+
+
 def commit_text(current: jax.Array, x0: jax.Array, confidence: jax.Array, k: jax.Array, *, mask_id: int,
                 remasking: str, rnd: "Randomness", index) -> jax.Array:
     """Write the prediction ``x0`` at the ``k`` [B] masked positions of ``current`` [B, T] ranked
@@ -180,17 +186,15 @@ def commit_text(current: jax.Array, x0: jax.Array, confidence: jax.Array, k: jax
     return jnp.where(transfer, x0, current)
 
 
-def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mask_id: int, temperature: float,
-              remasking: str, rnd: "Randomness", index, exact: bool, gumbel=gumbel_from_uniform,
-              gumbel_index=None, gumbel_dtype=None, want_cond_lse: bool = False):
-    """One LLaDA text step on a region [B, T]: predict every position (argmax, with Gumbel noise when
-    ``temperature > 0``) and write the ``k`` [B] most confident masked ones (:func:`commit_text`).
-    Returns ``(new region, TextDecision)``.
+def text_decision(chunk_logits, vocab: int, shape, *, temperature: float, rnd: "Randomness", index, exact: bool,
+                  gumbel=gumbel_from_uniform, gumbel_dtype=None, want_cond_lse: bool = False):
+    """The :class:`~mmada_jax.sampling.vocab_chunks.TextDecision` of text positions of ``shape``
+    [B, T]: the argmax (with Gumbel noise when ``temperature > 0``) and its confidence.
 
     The logits are never held whole: ``chunk_logits(start, size) -> (guided, cond)`` gives a
     chunk of vocabulary columns (:func:`~mmada_jax.sampling.vocab_chunks.reduce_vocab`). The Gumbel
-    noise is ``gumbel(u)`` of the ``u_text_gumbel`` uniforms at ``gumbel_index`` (default ``index``),
-    drawn in ``gumbel_dtype`` (default float64 when ``exact``) chunk by chunk
+    noise is ``gumbel(u)`` of the ``u_text_gumbel`` uniforms at ``index``, drawn in
+    ``gumbel_dtype`` (default float64 when ``exact``) chunk by chunk
     (:meth:`Randomness.uniform_columns`): samplers whose reference computes it differently (-A:
     float32, ``-log(-log(u + 1e-10) + 1e-10)``, counted only over the steps that draw it) pass their own.
     """
@@ -198,11 +202,21 @@ def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mas
     noise = None
     if temperature > 0:
         dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
-        shape = current.shape + (vocab,)
-        at = index if gumbel_index is None else gumbel_index
-        noise = lambda start, size: gumbel(rnd.uniform_columns("u_text_gumbel", at, shape, start, size, dtype))  # noqa: E731
-    decision = reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature, noise=noise,
-                            want_cond_lse=want_cond_lse)
+        full = tuple(shape) + (vocab,)
+        noise = lambda start, size: gumbel(rnd.uniform_columns("u_text_gumbel", index, full, start, size, dtype))  # noqa: E731
+    return reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature, noise=noise,
+                        want_cond_lse=want_cond_lse)
+
+
+def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mask_id: int, temperature: float,
+              remasking: str, rnd: "Randomness", index, exact: bool, gumbel=gumbel_from_uniform,
+              gumbel_index=None, gumbel_dtype=None, want_cond_lse: bool = False):
+    """One LLaDA text step on a region [B, T]: predict every position (:func:`text_decision`, its
+    Gumbel noise at ``gumbel_index``, default ``index``) and write the ``k`` [B] most confident
+    masked ones (:func:`commit_text`). Returns ``(new region, TextDecision)``."""
+    decision = text_decision(chunk_logits, vocab, current.shape, temperature=temperature, rnd=rnd,
+                             index=index if gumbel_index is None else gumbel_index, exact=exact, gumbel=gumbel,
+                             gumbel_dtype=gumbel_dtype, want_cond_lse=want_cond_lse)
     region = commit_text(current, decision.x0, decision.confidence, k, mask_id=mask_id, remasking=remasking,
                          rnd=rnd, index=index)
     return region, decision
