@@ -32,7 +32,10 @@ script exits 1. The sampled ids themselves differ (torch's RNG against ours).
 Timing: a warm-up trajectory on each side first (ours is compiled before it, ``compile_scan``; the
 compile time is printed apart and not in any timed run), then ``--repeats`` trajectories per side,
 alternating reference / ours so that a change in the machine's load hits both. Prints best and
-median seconds per trajectory and the ratios reference / ours; the last line is
+median seconds per trajectory and the ratios reference / ours; with ``--cache-interval k`` (default
+4; 0: not) ours with the step cache (``--cache-fraction``, default 0.25) is timed in the same
+alternation (an approximation of the exact sampler: its quality is measured on the demo world, see
+README "Step cache"); the last line is
 ``reference X.XX s/traj, ours Y.YY s/traj: Z.ZZx`` (best of the repeats). ``--threads`` sets
 torch's intra-op threads (default: every core this process may use); XLA's CPU pool always takes
 every schedulable core, so to give both sides N cores run under ``taskset -c 0-(N-1)``.
@@ -104,6 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=None, help="text steps (default 64)")
     parser.add_argument("--image-steps", type=int, default=None, help="image updates (default 16)")
     parser.add_argument("--repeats", type=int, default=None, help="timed trajectories per side (default 3)")
+    parser.add_argument("--cache-interval", type=int, default=4,
+                        help="also time ours with the step cache (a full forward every k steps; 0: not)")
+    parser.add_argument("--cache-fraction", type=float, default=0.25, help="the step cache's recomputed share")
     parser.add_argument("--threads", type=int, default=None, help=f"torch threads (default: all {cores()} cores)")
     parser.add_argument("--logits-tol", type=float, default=1e-4,
                         help="largest |logit difference| accepted in the same-model check")
@@ -319,6 +325,17 @@ def main(argv=None) -> int:
     def our_run():
         return run_scan(model, par._step, *prepared)
 
+    runs = {"reference": reference_run, "ours": our_run}
+    if args.cache_interval:
+        cached = par.prepare(model, cond.astype(np.int32), uncond.astype(np.int32), num_image_tokens=args.image_tokens,
+                             text_len=args.text_tokens, text_steps=args.steps, image_steps=args.image_steps,
+                             text_cfg=2.5, image_cfg=4.0, seed=0, exact=True, cache_interval=args.cache_interval,
+                             cache_fraction=args.cache_fraction)[:-1]
+        compile_scan(model, par._step, *cached)
+        run_scan(model, par._step, *cached)                     # warm-up
+        runs[f"ours+cache k={args.cache_interval} f={args.cache_fraction:g}"] = \
+            lambda: run_scan(model, par._step, *cached)
+
     def clock(fn):
         start = time.perf_counter()
         out = fn()
@@ -334,19 +351,19 @@ def main(argv=None) -> int:
     check_outputs(t, args, ref_image.numpy(), ref_text.numpy(), np.asarray(carry[1]),
                   np.asarray(carry[0])[:, -args.text_tokens:])
 
-    times = {"reference": [], "ours": []}
+    times = {name: [] for name in runs}
     for r in range(args.repeats):
-        for name, fn in (("reference", reference_run), ("ours", our_run)):
+        for name, fn in runs.items():
             seconds, _ = clock(fn)
             times[name].append(seconds)
             print(f"  repeat {r + 1}/{args.repeats}: {name} {seconds:.2f} s", flush=True)
     best = {k: min(v) for k, v in times.items()}
     median = {k: statistics.median(v) for k, v in times.items()}
-    print(f"{'':10} {'best s/traj':>12} {'median s/traj':>14}")
+    width = max(map(len, times)) + 1
+    print(f"{'':{width}} {'best s/traj':>12} {'median s/traj':>14} {'reference / it (best, median)':>30}")
     for name in times:
-        print(f"{name:10} {best[name]:12.2f} {median[name]:14.2f}")
-    print(f"{'ratio':10} {best['reference'] / best['ours']:11.2f}x {median['reference'] / median['ours']:13.2f}x"
-          f"   (reference / ours)")
+        print(f"{name:{width}} {best[name]:12.2f} {median[name]:14.2f} {best['reference'] / best[name]:14.2f}x"
+              f" {median['reference'] / median[name]:14.2f}x")
     print(f"reference {best['reference']:.2f} s/traj, ours {best['ours']:.2f} s/traj: "
           f"{best['reference'] / best['ours']:.2f}x")
     return 0

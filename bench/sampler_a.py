@@ -8,7 +8,9 @@ Both models: the DEVELOPERS.md yardstick shape (256 output image codes, 64 text 
 an input image of 64 codes, both guidances). -A's layout adds a NEWLINE per image row (16x16
 grid), its text argmax runs over the whole vocabulary (as the reference) and its image steps run
 two unconditional rows (three rows in all, against -M's two). Prints seconds per trajectory
-(best of 2 after a warm-up; compile excluded) and the -A/-M ratio.
+(best of 2 after a warm-up; compile excluded) of each sampler without and with the step cache
+(``--cache-interval``, ``--cache-fraction``; 0: leave the cached runs out), the -A/-M ratio and each
+sampler's speed-up from the cache.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ def main():
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--image-steps", type=int, default=30)
     parser.add_argument("--batch", default="1")
+    parser.add_argument("--cache-interval", type=int, default=4)
+    parser.add_argument("--cache-fraction", type=float, default=0.25)
     args = parser.parse_args()
     side, text, rng = 16, 64, np.random.default_rng(0)
     m_model = model_of("configs/mmada_parallel_m.yaml", args)
@@ -48,23 +52,30 @@ def main():
     print(f"backend {jax.default_backend()}; d={args.d_model} L={args.layers}; -M vocab {m_model.config.vocab_size}, "
           f"-A vocab {a_model.config.vocab_size}; {side * side} image + {text} text tokens, {args.steps} steps "
           f"({args.image_steps} with image updates), both guidances")
-    print(f"{'B':>3} {'-M s/traj':>10} {'-A s/traj':>10} {'-A/-M':>6}")
+    cache = dict(cache_interval=args.cache_interval, cache_fraction=args.cache_fraction)
+    print(f"{'B':>3} {'-M s/traj':>10} {'-A s/traj':>10} {'-A/-M':>6}" + (
+        f" {'-M cached':>10} {'-A cached':>10} {'-M gain':>8} {'-A gain':>8}" if args.cache_interval else ""))
     ta = a_model.config.tokens
     for b in map(int, args.batch.split(",")):
         keys = jax.random.split(jax.random.key(0), b)
         rows = [parallel_m.inference_prompt(m_model.config.tokens, rng.integers(0, 8192, 64),
                                             rng.integers(0, 100, 8).tolist()) for _ in range(b)]
-        run_m = lambda: parallel_m.generate(m_model, [r[0] for r in rows], [r[1] for r in rows],
-                                            num_image_tokens=side * side, text_len=text, text_steps=args.steps,
-                                            image_steps=args.image_steps, text_cfg=2.5, image_cfg=4.0, seed=keys)
+        run_m = lambda **kw: parallel_m.generate(m_model, [r[0] for r in rows], [r[1] for r in rows],  # noqa: E731
+                                                 num_image_tokens=side * side, text_len=text, text_steps=args.steps,
+                                                 image_steps=args.image_steps, text_cfg=2.5, image_cfg=4.0, seed=keys,
+                                                 **kw)
         prompts = [edit_prompt_from_ids(ta, rng.integers(0, 100, 16), rng.integers(0, 100, 8),
                                         rng.integers(0, 8192, (8, 8)), grid=(side, side), text_len=text)
                    for _ in range(b)]
-        run_a = lambda: parallel_a.generate(a_model, prompts, text_len=text, text_steps=args.steps,
-                                            image_steps=args.image_steps, instruction_cfg=2.5, image_cfg=4.0,
-                                            text_temperature=0.0, seed=keys)
+        run_a = lambda **kw: parallel_a.generate(a_model, prompts, text_len=text, text_steps=args.steps,  # noqa: E731
+                                                 image_steps=args.image_steps, instruction_cfg=2.5, image_cfg=4.0,
+                                                 text_temperature=0.0, seed=keys, **kw)
         m, a = timed(run_m), timed(run_a)
-        print(f"{b:3d} {m:10.2f} {a:10.2f} {a / m:6.2f}", flush=True)
+        line = f"{b:3d} {m:10.2f} {a:10.2f} {a / m:6.2f}"
+        if args.cache_interval:
+            mc, ac = timed(lambda: run_m(**cache)), timed(lambda: run_a(**cache))
+            line += f" {mc:10.2f} {ac:10.2f} {m / mc:7.2f}x {a / ac:7.2f}x"
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -171,17 +171,19 @@ class LLaDAModel(nnx.Module):
         bias, mask = attention_bias(attention_mask, mask_mode or c.attention_mask_mode, dt)
         params = {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
 
-        def block(x, layer):
-            p, k_all, v_all = layer
-            w = {k: v.astype(x.dtype) for k, v in p.items()}
+        def block(layer, carry):      # keys and values updated in place in the stacked cache
+            x, k_all, v_all = carry
+            w = {k: jax.lax.dynamic_index_in_dim(v, layer, keepdims=False).astype(x.dtype) for k, v in params.items()}
             q, k, v = _attention_inputs(c, x, w, cos, sin, precision)
-            k_all, v_all = k_all.at[rows, positions].set(k), v_all.at[rows, positions].set(v)
-            att = attention(q, k_all, v_all, bias=bias, mask=mask, impl=c.attention_impl, precision=precision)
-            return _block_output(c, x, att, w, precision), (k_all, v_all)
+            k_all = k_all.at[layer, rows, positions].set(k.astype(k_all.dtype))
+            v_all = v_all.at[layer, rows, positions].set(v.astype(v_all.dtype))
+            att = attention(q, k_all[layer], v_all[layer], bias=bias, mask=mask, impl=c.attention_impl,
+                            precision=precision)
+            return _block_output(c, x, att, w, precision), k_all, v_all
 
-        x, kv = jax.lax.scan(block, x, (params, kv.k, kv.v))
+        x, k_all, v_all = jax.lax.fori_loop(0, c.n_layers, block, (x, kv.k, kv.v))
         x = rms_norm(x, self.ln_f[...], c.rms_norm_eps)
-        return hidden.at[rows, positions].set(x.astype(hidden.dtype)), KV(*kv)
+        return hidden.at[rows, positions].set(x.astype(hidden.dtype)), KV(k_all, v_all)
 
     def _embed(self, input_ids):
         x = jnp.take(self.wte[...], input_ids, axis=0).astype(_dtype(self.config.dtype))

@@ -15,6 +15,10 @@ instruction of the world), so it writes a real edit and its reasoning. The other
 `parallel --model a`, run the tiny test checkpoints (tests/golden/mmada_tiny with
 tests/golden/magvitv2_tiny and a character-level tokenizer; tests/golden/dimoo_tiny with
 tests/golden/amused_vq_tiny): their weights are RANDOM, so their outputs show the pipeline only.
+
+Multi-host (a --mesh over several hosts' devices): run the same command on every host (see
+mmada_jax/distributed.py for how the processes find each other); every process samples the same
+requests, process 0 alone writes --out.
 """
 
 from __future__ import annotations
@@ -114,6 +118,8 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
+    from mmada_jax.distributed import initialize
+    initialize()     # multi-host: join the other processes before any device is used
     from mmada_jax import make_mesh, open_checkpoint
     from mmada_jax.app import load_pipeline, read_requests, run_task
     from mmada_jax.sharding import parse_mesh

@@ -5,6 +5,11 @@ the checkpoint's kind): see configs/tiny_sft.yaml, configs/mmada_parallel_m_sft.
 configs/tiny_sft_a.yaml and configs/mmada_parallel_a_sft.yaml. ``--compile-only`` compiles the train step for abstract shapes
 on N fake CPU devices and prints each device's memory (the AOT memory plan); ``--per-device-batch``
 sets the batch for it, ``--search-batch GB`` finds the largest per-device batch that fits GB.
+
+Multi-host: run the same command on every host (see :mod:`mmada_jax.distributed` for how the
+processes find each other: a TPU pod slice, SLURM ``srun``, or ``MMADA_COORDINATOR`` /
+``MMADA_NUM_PROCESSES`` / ``MMADA_PROCESS_ID``); ``out_dir`` must be on a file system every host
+sees.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ def main(argv=None) -> int:
     quiet_logs()
 
     def run() -> int:
+        if not args.compile_only:   # multi-host: join the other processes before any device is used
+            from mmada_jax.distributed import initialize
+            initialize()
         config = TrainConfig.from_yaml(args.config, overrides)
         if args.compile_only:
             from mmada_jax.training.memory_plan import print_plan

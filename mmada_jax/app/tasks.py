@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from ..distributed import on_process_0
 from ..mmada import T2ILayout, T2ISettings, TextSettings, generate_t2i, generate_text
 from ..mmada.prompts import mmu_question, t2i_gen_prompt
 from ..parallel_a import ImageSettings, edit_prompt, generate_image, image_prompt, output_grid
@@ -429,7 +430,9 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
     :func:`~mmada_jax.app.outputs.prepare_output`). Bad requests (those found here plus ``bad``,
     e.g. unreadable lines of a prompts file) stop the run with one message listing them all,
     or with ``skip_bad`` are listed in ``out_dir/bad_requests.jsonl`` and the others run. Each
-    batch's files are written as soon as it finishes."""
+    batch's files are written as soon as it finishes. Several processes (``jax.distributed``):
+    every process runs the sampler on the same requests, process 0 alone checks ``out_dir``,
+    logs, decodes and writes (the others return no records)."""
     settings = task.settings() if settings is None else settings
     options = task.options() if options is None else options
     if batch_size < 1:
@@ -452,7 +455,10 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
         raise ValueError("no request left to run")
     requests = good
     names = folder_names(requests)
-    prepare_output(out_dir, names, overwrite=overwrite, bad=bad)
+    # several processes (jax.distributed): all run the sampler, process 0 alone logs and writes
+    main = jax.process_index() == 0
+    log = log if main else (lambda *_: None)
+    on_process_0(lambda: prepare_output(out_dir, names, overwrite=overwrite, bad=bad), f"--out {out_dir}")
     grid = task.grid(pipe, options)
     steps = task.steps(settings)
     log(f"{task.name}: {len(requests)} request(s), {steps} steps"
@@ -475,12 +481,12 @@ def run_task(task: Task, pipe: Pipeline, requests: Sequence[Request], out_dir, s
             keys = [r.key if r.key is not None else start + i for i, r in enumerate(chunk)]
             out = task.generate(pipe, inputs, settings, row_keys(seed, keys), trajectory)
             samples = task.samples(pipe, chunk, inputs, out, settings, options)
-            coded = [i for i, smp in enumerate(samples) if smp.codes is not None]
+            coded = [i for i, smp in enumerate(samples) if smp.codes is not None] if main else []
             images = {}
             if coded:
                 pixels = pipe.vq.to_uint8(pipe.vq.decode(np.stack([samples[i].codes for i in coded]), grid=grid))
                 images = dict(zip(coded, pixels))
-            for i, (r, smp) in enumerate(zip(chunk, samples)):
+            for i, (r, smp) in enumerate(zip(chunk, samples) if main else ()):
                 frames = None
                 if trajectory:
                     vq = pipe.vq if smp.image_positions is not None else None

@@ -21,7 +21,8 @@ cut instruction would ask for something else).
 An example without instruction gets ``[BOS, EOS, EOS, ...]`` (``input_text_len`` 2). Condition
 dropout and masking are NOT done here: the train step draws them (and records the draws).
 
-Order of operations (all lazy, random access over the ArrayRecord source):
+Order of operations (all lazy, random access over the ArrayRecord source), ``shard="records"``
+(the default):
 
 1. per-process sharding: process ``i`` of ``P`` takes records ``i, i+P, i+2P, ...`` of the split,
    cut to ``floor(n / P)`` each so that every process sees the same number of examples (at most
@@ -29,6 +30,16 @@ Order of operations (all lazy, random access over the ArrayRecord source):
 2. a seeded global shuffle (grain ``MapDataset.shuffle``; a new permutation per epoch);
 3. repeat for ``num_epochs`` (None: forever);
 4. formatting (padding) and batching with ``drop_remainder=True`` (batches may span epochs).
+
+``shard="batch"`` (the SFT loop's): the global batches do not depend on the number of processes.
+Every process shuffles and repeats the WHOLE split with the same seed (steps 2-3: one global
+stream of examples, cut into global batches of ``batch_size * P``), and process ``i`` reads only
+its rows of each global batch (:class:`~.process_rows.ProcessRows`): with ``micro_batches`` A, global batch
+``[B]`` is A micro-batches of ``B / A`` rows, and process ``i`` takes the ``i``-th of ``P`` equal
+blocks of each, in micro-batch order (its local batch, reshaped ``[A, B / (A P)]``, is its block
+of the ``[A, B / A]`` global batch, as ``jax.make_array_from_process_local_data`` assembles it
+over a mesh whose batch axes are process-major). With one process both modes give the same
+batches.
 
 Resuming: the iterator's ``get_state()`` / ``set_state()`` round-trip exactly (a small dict), and
 ``grain.checkpoint.CheckpointSave(it)`` / ``CheckpointRestore(it)`` store it inside an Orbax
@@ -152,7 +163,7 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
                  shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                  process_count: int | None = None, tokens=None, checkpoint: str | Path | None = None,
                  worker_count: int = 0, read_options=None, with_ids: bool = False,
-                 instruction_len: int | None = None):
+                 instruction_len: int | None = None, shard: str = "records", micro_batches: int = 1):
     """The batched SFT pipeline (see the module docstring) as a ``grain.IterDataset``.
 
     ``tokens`` (a :class:`mmada_jax.TokenIds`) or ``checkpoint`` give BOS/EOS; by default they come
@@ -161,6 +172,9 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
     ``batch_size`` is per process (the global batch is ``batch_size * process_count``).
     ``read_options``: a ``grain.ReadOptions`` (default 2 threads, 16 prefetched elements).
     ``instruction_len``: pad instructions to this many tokens instead of ``text_len``.
+    ``shard``: ``"records"`` (each process its own records) or ``"batch"`` (each process its rows
+    of global batches that do not depend on the process count; ``micro_batches`` per global
+    batch): see the module docstring.
     """
     import grain
 
@@ -185,17 +199,30 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
 
     ds = grain.MapDataset.source(source)
     n = len(ds)
-    per_process = n // process_count
-    if per_process == 0:
-        raise ValueError(f"{where}: {n} examples cannot be shared by {process_count} processes")
-    ds = ds[process_index:per_process * process_count:process_count]
-    if num_epochs is not None and per_process * num_epochs < batch_size:
-        raise ValueError(f"{where}: {per_process} examples per process x {num_epochs} epoch(s) make no full "
-                         f"batch of {batch_size}")
+    if shard == "records":
+        per_process = n // process_count
+        if per_process == 0:
+            raise ValueError(f"{where}: {n} examples cannot be shared by {process_count} processes")
+        ds = ds[process_index:per_process * process_count:process_count]
+        if num_epochs is not None and per_process * num_epochs < batch_size:
+            raise ValueError(f"{where}: {per_process} examples per process x {num_epochs} epoch(s) make no full "
+                             f"batch of {batch_size}")
+    elif shard == "batch":
+        if micro_batches < 1 or batch_size % micro_batches:
+            raise ValueError(f"batch_size {batch_size} (per process) is not a multiple of micro_batches "
+                             f"{micro_batches}")
+        if num_epochs is not None and n * num_epochs < batch_size * process_count:
+            raise ValueError(f"{where}: {n} examples x {num_epochs} epoch(s) make no full global batch of "
+                             f"{batch_size * process_count}")
+    else:
+        raise ValueError(f"shard must be 'records' or 'batch', got {shard!r}")
     if shuffle:
         ds = ds.shuffle(seed=seed)
     if num_epochs != 1:
         ds = ds.repeat(num_epochs)
+    if shard == "batch" and process_count > 1:
+        from .process_rows import ProcessRows
+        ds = ProcessRows(ds, batch_size, process_index, process_count, micro_batches)
     ds = ds.map(fmt).batch(batch_size, drop_remainder=True)
     if read_options is None:
         read_options = grain.ReadOptions(num_threads=2, prefetch_buffer_size=16)

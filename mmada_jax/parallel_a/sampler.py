@@ -45,7 +45,6 @@ from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, ca
                                mask_ratio_schedule, max_probability, text_decision, top_k_mask)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
-from ..sampling.vocab_chunks import TextDecision
 from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout
 
@@ -410,26 +409,11 @@ def _prepare(model, x, layout: Layout, overlays, pads, settings: Settings, seed,
         consts["record_steps"] = recording.check_steps(record_steps, b, steps)
         record = consts["record_steps"].shape[1]
         init += (recording.empty(b, record, length, n, layout.text_len),)
-    if s.cached:
-        init += (_empty_cache(model, b, layout, exact, record, s.run_uncond),)
-    static = Static(s, layout, t, exact, return_trajectory, record)
+    cache = step_cache.CacheSpec(length, layout.text_len, n, 1, exact, bool(record), s.run_uncond) if s.cached else None
+    static = Static(s, layout, t, exact, return_trajectory, record, cache)
     rnd = as_randomness(seed, b, tape)
     xs = (np.arange(steps, dtype=np.int32), k, is_image, caps, temps, step_cache.refresh_steps(steps, s))
     return static, init, xs, consts, rnd, exact
-
-
-def _empty_cache(model, b: int, layout: Layout, exact: bool, record: int, uncond: bool) -> dict:
-    """The step cache's carry before the first (always full) step: the conditional rows' slot (and
-    the unconditional rows', refilled on the first image step after each full step), the last text
-    decision of every text position and the image confidences."""
-    text = (b, layout.text_len)
-    decision = TextDecision(np.zeros(text, np.int32), np.zeros(text, np.float64 if exact else np.float32),
-                            np.zeros(text, np.int32), np.zeros(text, np.float32) if record else None)
-    cache = {"slot": step_cache.empty_slot(model, b, layout.total), "decision": decision,
-             "image_conf": np.zeros((b, layout.num_image_tokens), np.float32)}
-    if uncond:
-        cache.update(uncond_slot=step_cache.empty_slot(model, 2 * b, layout.total), uncond_stale=np.asarray(True))
-    return cache
 
 
 def _generate(model, x, layout: Layout, overlays, pads, settings: Settings, seed, tape, exact,

@@ -31,7 +31,6 @@ from ..sampling.common import (SamplerOutput, Static, as_randomness, commit_text
                                num_transfer_tokens, text_decision)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
-from ..sampling.vocab_chunks import TextDecision
 from ..sequences import pad_rows
 from ..settings import image_steps_within_text_steps, resolve, setting
 from .layout import Layout, output_init
@@ -265,22 +264,12 @@ def prepare(model, input_ids, uncond_input_ids, *, num_image_tokens: int, settin
         consts["record_steps"] = recording.check_steps(record_steps, b, steps)
         record = consts["record_steps"].shape[1]
         init += (recording.empty(b, record, layout.total, num_image_tokens, s.text_len),)
-    if s.cached:
-        init += (_empty_cache(model, b, layout, exact, record, guided=s.text_cfg != 0 or s.image_cfg != 0),)
-    static = Static(s, layout, t, exact, return_trajectory, record)
+    cache = step_cache.CacheSpec(layout.total, s.text_len, num_image_tokens, 2 if s.text_cfg or s.image_cfg else 1,
+                                 exact, bool(record)) if s.cached else None
+    static = Static(s, layout, t, exact, return_trajectory, record, cache)
     xs = (np.arange(steps, dtype=np.int32), k.astype(np.int32), is_image, caps, temps,
           step_cache.refresh_steps(steps, s))
     return static, init, xs, consts, as_randomness(seed, b, tape), exact, pads
-
-
-def _empty_cache(model, b: int, layout: Layout, exact: bool, record: int, guided: bool) -> dict:
-    """The step cache's carry before the first (always full) step: the slot of the forward's rows,
-    the last text decision of every text position and the image confidences."""
-    text = (b, layout.text_len)
-    decision = TextDecision(np.zeros(text, np.int32), np.zeros(text, np.float64 if exact else np.float32),
-                            np.zeros(text, np.int32), np.zeros(text, np.float32) if record else None)
-    return {"slot": step_cache.empty_slot(model, 2 * b if guided else b, layout.total), "decision": decision,
-            "image_conf": np.zeros((b, layout.num_image_tokens), np.float32)}
 
 
 def _is_batch(rows) -> bool:

@@ -47,7 +47,10 @@ class Static:
     frozen ``settings``, the sequence ``layout`` of the batch, the checkpoint's token ids, float64
     sampling arithmetic (``exact``), whether every step's sequence is kept (``trajectory``) and
     how many chosen steps per row are recorded for RL (``record``, 0: none;
-    :mod:`~mmada_jax.sampling.recording`)."""
+    :mod:`~mmada_jax.sampling.recording`) and the state only the scan carries (``scan_state``,
+    e.g. :class:`~mmada_jax.sampling.step_cache.CacheSpec`: ``scan_state(model, batch)`` builds
+    it inside the program, appended to the carry, and it is left out of the returned carry, so it
+    never crosses to or from the host)."""
 
     settings: Any
     layout: Any
@@ -55,6 +58,7 @@ class Static:
     exact: bool
     trajectory: bool
     record: int = 0
+    scan_state: Any = None
 
 
 # ----------------------------------------------------------------------------- schedules

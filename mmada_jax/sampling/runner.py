@@ -32,10 +32,16 @@ first array of ``init_carry``. Splitting the batch does not change a row's arith
 is computed whole on its devices), so it gives the ids of a replicated run; splitting the weights
 (``fsdp``/``tensor``) reorders the sums of the split contractions, which the tests check leaves
 the tiny model's ids bit-identical to a single-device run. Outputs come back to the host as numpy
-(``jax.device_get``). Compiled programs are cached per (step function, settings, mesh, input
+(:func:`to_host`). Compiled programs are cached per (step function, settings, mesh, input
 shapes, dtypes and shardings), so sharded and unsharded runs of the same shapes do not share a
 program; :func:`compile_scan` returns the cached program itself (e.g. to inspect its
 ``input_shardings``).
+
+Multi-process meshes (``jax.distributed``; the mesh spans several processes' devices): every
+process calls the sampler with the same inputs; each is placed as a global array whose slices
+each process fills from its own copy (:func:`_put_global`: numpy values, and local jax arrays such
+as the PRNG keys, which ``jax.device_put`` refuses there), and the outputs, split over processes,
+are gathered so that every process gets the whole result (:func:`to_host`, a collective).
 """
 
 from __future__ import annotations
@@ -55,10 +61,15 @@ from .common import Randomness
 
 
 def _program(graphdef, step_fn: Callable, static) -> Callable:
+    extra = getattr(static, "scan_state", None)     # built here, carried, not returned (the step cache)
+
     def run(state, init_carry, steps_xs, consts, keys, tape):
         model = nnx.merge(graphdef, state)
         rnd = Randomness(keys=keys, tape=tape)
-        return jax.lax.scan(lambda c, x: step_fn(model, c, x, consts, rnd, static), init_carry, steps_xs)
+        if extra is not None:
+            init_carry = tuple(init_carry) + (extra(model, np.shape(jax.tree.leaves(init_carry)[0])[0]),)
+        carry, ys = jax.lax.scan(lambda c, x: step_fn(model, c, x, consts, rnd, static), init_carry, steps_xs)
+        return (carry[:-1] if extra is not None else carry), ys
     return run
 
 
@@ -150,6 +161,8 @@ class _Placer:
         sharding = self.sharding(np.shape(leaf), axis)
         if sharding is None:
             return leaf
+        if not sharding.is_fully_addressable:       # a mesh over several processes
+            return _put_global(leaf, sharding)
         return jax.device_put(leaf if isinstance(leaf, jax.Array) else np.asarray(leaf), sharding)
 
     def tree(self, tree, axes=_DEFAULT, what: str = ""):
@@ -169,6 +182,40 @@ class _Placer:
                 return a
             return self.put(a, None)
         return state if self.mesh is None else jax.tree.map(one, state)
+
+
+def _is_key(a) -> bool:
+    return isinstance(a, jax.Array) and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def _put_global(leaf, sharding: NamedSharding) -> jax.Array:
+    """``leaf`` (the same host value in every process, or a local jax array) as a global array
+    on a mesh that spans processes: each process fills its own devices' slices
+    (``jax.device_put`` refuses a committed local array there, and compares a numpy value
+    across processes first, an all-gather per input)."""
+    if _is_key(leaf):     # PRNG keys: place their raw data, then wrap it again
+        return jax.random.wrap_key_data(_put_global(jax.random.key_data(leaf), sharding),
+                                        impl=jax.random.key_impl(leaf))
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        return jax.device_put(leaf, sharding)      # already global: a reshard on the same devices
+    host = np.asarray(jax.device_get(leaf) if isinstance(leaf, jax.Array) else leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: np.asarray(host[index]))
+
+
+def to_host(tree):
+    """``tree``'s arrays as numpy on this process (``jax.device_get``); an array spread over
+    several processes is gathered first (a collective: every process must call this with the
+    same tree), one fully replicated over them is read from a local copy."""
+    def gather(a):
+        if not isinstance(a, jax.Array) or a.is_fully_addressable:
+            return a
+        if _is_key(a):
+            return jax.random.wrap_key_data(gather(jax.random.key_data(a)), impl=jax.random.key_impl(a))
+        if a.is_fully_replicated:
+            return np.asarray(a.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return multihost_utils.process_allgather(a, tiled=True)
+    return jax.device_get(jax.tree.map(gather, tree))
 
 
 class _AbstractPlacer(_Placer):
@@ -249,7 +296,7 @@ def run_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, ran
         graphdef, mesh, args = _arguments(model, init_carry, steps_xs, consts, randomness, batch_axes=batch_axes,
                                           carry_batch_axes=carry_batch_axes, batch_size=batch_size)
     with _context(mesh, exact):
-        return jax.device_get(_compiled(graphdef, mesh, step_fn, static, exact, args)(*args))
+        return to_host(_compiled(graphdef, mesh, step_fn, static, exact, args)(*args))
 
 
 def compile_scan(model, step_fn: Callable, static, init_carry, steps_xs, consts, randomness: Randomness,

@@ -40,6 +40,8 @@ import numpy as np
 
 from ..model import KV
 from ..settings import setting
+from ..sharding import constrain
+from .vocab_chunks import TextDecision
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,12 +90,41 @@ class Slot(NamedTuple):
 
 
 def empty_slot(model, rows: int, length: int) -> Slot:
-    """Zeros of a slot's shapes (the first step is always a full forward that fills it)."""
+    """Zeros of a slot's shapes (the first step is always a full forward that fills it), split
+    over the mesh as the forward's activations are."""
     c = model.config
     dt = jnp.dtype(c.dtype)
     shape = (c.n_layers, rows, length, c.n_kv_heads, c.head_dim)
-    return Slot(KV(jnp.zeros(shape, dt), jnp.zeros(shape, dt)), jnp.zeros((rows, length, c.d_model), dt),
+    kv_names = (None, "batch", "length", "act_heads", None)
+    return Slot(KV(constrain(jnp.zeros(shape, dt), kv_names), constrain(jnp.zeros(shape, dt), kv_names)),
+                constrain(jnp.zeros((rows, length, c.d_model), dt), ("batch", "length", "act_embed")),
                 jnp.full((rows, length), -1, jnp.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class CacheSpec:
+    """The step cache's part of a joint sampler's scan carry, built inside the jitted program
+    (:attr:`~mmada_jax.sampling.common.Static.scan_state`): a slot for the forward's rows
+    (``twins`` per sequence: 2 with a guidance twin), for -A a second one for its two
+    unconditional rows, the last text decision of every text position and the image confidences."""
+
+    length: int
+    text_len: int
+    image_tokens: int
+    twins: int
+    exact: bool
+    record: bool
+    uncond_slot: bool = False
+
+    def __call__(self, model, batch: int) -> dict:
+        text = (batch, self.text_len)
+        decision = TextDecision(jnp.zeros(text, jnp.int32), jnp.zeros(text, jnp.float64 if self.exact else jnp.float32),
+                                jnp.zeros(text, jnp.int32), jnp.zeros(text, jnp.float32) if self.record else None)
+        cache = {"slot": empty_slot(model, self.twins * batch, self.length), "decision": decision,
+                 "image_conf": jnp.zeros((batch, self.image_tokens), jnp.float32)}
+        if self.uncond_slot:
+            cache.update(uncond_slot=empty_slot(model, 2 * batch, self.length), uncond_stale=jnp.asarray(True))
+        return cache
 
 
 def full(model, rows, attention_mask=None, position_ids=None) -> tuple[jax.Array, Slot]:

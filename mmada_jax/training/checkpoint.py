@@ -4,8 +4,9 @@
 state, step, key), ``data`` (the grain iterator position), ``config`` (the TrainConfig as
 JSON), ``model`` (the trained ModelConfig as JSON, so :func:`mmada_jax.load_model` reads a
 run or a step back without its base checkpoint) and ``checksums`` (a CRC-32 per parameter of
-``state["params"]``, taken from the host copy of the values being saved; checked by
-:func:`mmada_jax.checkpoints.read_params` and when a run resumes). Orbax writes to a temporary directory and
+``state["params"]``, taken from the host copy of the values being saved, gathered from every
+process in a multi-host run; checked by :func:`mmada_jax.checkpoints.read_params` and when a run
+resumes). Orbax writes to a temporary directory and
 renames it when complete, so a process killed while saving leaves the last good checkpoint intact (the partial one is ignored and cleaned up).
 Restoring takes an abstract state whose leaves carry the TARGET shardings, so a run saved on one
 mesh resumes on another.
@@ -25,40 +26,43 @@ CHECKSUMS_ITEM = "checksums"
 HOST_CHUNK_BYTES = 256 * 1024**2   # a parameter is gathered to the host this much at a time
 
 
+def to_host(value) -> np.ndarray:
+    """A numpy copy of a numpy or jax array; one spread over several processes (multi-host
+    sharding) is gathered from all of them first: a collective, every process must call it."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        if value.is_fully_replicated:
+            return np.asarray(value.addressable_data(0))
+        from jax.experimental import multihost_utils
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(jax.device_get(value))
+
+
 def scan_value(value, crc: int | None = 0) -> tuple[int | None, int]:
-    """:func:`~mmada_jax.hf_io.scan_array` of a numpy or (sharded, fully addressable) jax array,
-    gathered to the host in slices of whole leading-axis rows of ~``HOST_CHUNK_BYTES`` (the CRC
-    chains across them into the CRC of the whole array)."""
+    """:func:`~mmada_jax.hf_io.scan_array` of a numpy or (sharded) jax array, brought to the host
+    in slices of whole leading-axis rows of ~``HOST_CHUNK_BYTES`` (the CRC chains across them into
+    the CRC of the whole array). An array spread over several processes is gathered slice by
+    slice (:func:`to_host`): every process must scan the same arrays in the same order."""
     if not isinstance(value, jax.Array) or value.ndim == 0 or value.nbytes <= HOST_CHUNK_BYTES:
-        return scan_array(np.asarray(jax.device_get(value)), crc)
+        return scan_array(to_host(value), crc)
     rows = max(1, value.shape[0] * HOST_CHUNK_BYTES // value.nbytes)
     bad = 0
     for start in range(0, value.shape[0], rows):
-        crc, n = scan_array(np.asarray(jax.device_get(value[start:start + rows])), crc)
+        crc, n = scan_array(to_host(value[start:start + rows]), crc)
         bad += n
     return crc, bad
 
 
 def param_checksums(params: dict) -> dict[str, dict]:
     """{dotted path: checksum record} of ``params`` (a nested dict of numpy or possibly sharded
-    jax arrays), gathered to the host a slice at a time. Parameters not fully on this host
-    (multi-host sharding) get no record (they are only checked for NaN/Inf when read)."""
-    records = {}
-    for path, value in flatten(params).items():
-        if isinstance(value, jax.Array) and not value.is_fully_addressable:
-            continue
-        records[".".join(str(k) for k in path)] = checksum_record(value, scan_value(value)[0])
-    return records
+    jax arrays), gathered to the host a slice at a time (multi-host: from every process, in
+    every process; a collective)."""
+    return {".".join(str(k) for k in path): checksum_record(value, scan_value(value)[0])
+            for path, value in flatten(params).items()}
 
 
 def check_value(where, name: str, value, record: dict | None, *, allow_nonfinite: bool = False) -> None:
-    """Checksum (when recorded) and NaN/Inf check of one parameter read back (numpy or jax; a
-    parameter not fully on this host is only checked for NaN/Inf, on its devices)."""
-    if isinstance(value, jax.Array) and not value.is_fully_addressable:
-        import jax.numpy as jnp
-        bad = 0 if bool(jnp.isfinite(value).all()) else int((~jnp.isfinite(value)).sum())
-        check_scanned(str(where), name, value, None, bad, None, allow_nonfinite=allow_nonfinite)
-        return
+    """Checksum (when recorded) and NaN/Inf check of one parameter read back (numpy or jax; one
+    spread over several processes is gathered to each of them: a collective)."""
     crc, bad = scan_value(value, 0 if record is not None else None)
     check_scanned(str(where), name, value, crc, bad, record, allow_nonfinite=allow_nonfinite)
 

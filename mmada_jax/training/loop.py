@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -36,15 +35,32 @@ from ..flops import peak_flops, train_flops
 from .step import TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite, setup_state
 
 
-def maybe_initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` when launched multi-host (coordinator variables set)."""
-    markers = ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "SLURM_JOB_ID",
-               "TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS")
-    if any(os.environ.get(m) for m in markers) and jax.process_count() == 1:
-        try:
-            jax.distributed.initialize()
-        except (RuntimeError, ValueError) as e:  # a single-host run that merely has SLURM set
-            print(f"jax.distributed.initialize() skipped: {e}")
+def maybe_initialize_distributed(log: Callable[[str], None] | None = None) -> bool:
+    """:func:`mmada_jax.distributed.initialize`: ``jax.distributed.initialize()`` when launched
+    multi-process (and not yet initialized); True when it is initialized."""
+    from .. import distributed
+    return distributed.initialize(log)
+
+
+def check_process_rows(b_shardings: dict, local: dict, mesh) -> None:
+    """Several processes: each one's local batch [accum, b, ...] must be its block of the global
+    [accum, b * P, ...] (rows ``i * b`` to ``(i + 1) * b`` for process ``i``), which is what the
+    data pipeline gives it (``shard="batch"``); a mesh whose batch axes do not split the batch over
+    the processes in process order is an error here, not a silently different batch."""
+    count, index = jax.process_count(), jax.process_index()
+    if count == 1:
+        return
+    for key, value in local.items():
+        b = value.shape[1]
+        shape = (value.shape[0], b * count) + value.shape[2:]
+        indices = b_shardings[key].addressable_devices_indices_map(shape).values()
+        spans = [idx[1].indices(shape[1])[:2] for idx in indices]
+        held = (min(s for s, _ in spans), max(e for _, e in spans))
+        if held != (index * b, (index + 1) * b):
+            raise ValueError(f"mesh {dict(mesh.shape)}: its batch axes (data, fsdp) do not split the batch over the "
+                             f"{count} processes in process order (process {index} holds rows {held[0]}-{held[1]} "
+                             f"of each micro-batch of {shape[1]}, its data is rows {index * b}-{(index + 1) * b}); "
+                             f"give data x fsdp a multiple of the process count (tensor within a host)")
 
 
 def build_model(config: TrainConfig, mesh):
@@ -116,7 +132,7 @@ class _Meter:
 def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_data=None) -> list[dict]:
     """Train; returns the logged metric rows. ``open_data(config, tokens, out_dir, log)`` ->
     (grain iterator, dataset metadata) defaults to :func:`mmada_jax.training.data.open_data`."""
-    maybe_initialize_distributed()
+    maybe_initialize_distributed(log)
     is_main = jax.process_index() == 0
     say = log if is_main else (lambda *_: None)
     out_dir = Path(config.out_dir)
@@ -154,9 +170,13 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     try:
         for step in range(start + 1, config.steps + 1):
             local = _stack_micro(next(iterator), config.grad_accum, objective.batch_keys)
-            if b_shardings is None:   # every batch has the same shapes
-                b_shardings = batch_shardings(local, mesh)
-            batch = {k: jax.make_array_from_process_local_data(b_shardings[k], v) for k, v in local.items()}
+            if b_shardings is None:   # every batch has the same shapes; the global one is P local ones
+                g_shapes = {k: (v.shape[0], v.shape[1] * jax.process_count()) + v.shape[2:] for k, v in local.items()}
+                b_shardings = batch_shardings({k: jax.ShapeDtypeStruct(g_shapes[k], v.dtype)
+                                               for k, v in local.items()}, mesh)
+                check_process_rows(b_shardings, local, mesh)
+            batch = {k: jax.make_array_from_process_local_data(b_shardings[k], v, g_shapes[k])
+                     for k, v in local.items()}
             if jitted is None:
                 t = time.perf_counter()
                 with jax.set_mesh(mesh):
