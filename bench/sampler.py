@@ -13,8 +13,8 @@ Variants: ``baseline`` (batched XLA attention, the text decision over the whole 
 piece: what the sampler did before issue 15), ``ours`` (the defaults: attention one row at a time
 on CPU, the text decision in cache-sized vocabulary chunks) and ``cached`` (``ours`` with the step
 cache, ``--cache-*``). Prints per batch size: seconds per trajectory, samples/s, its ratio to the
-first batch size (batching pays off when B=8 gives more samples/s than B=1) and to the baseline at
-the same B; for uncached variants the trajectory's matmul GFLOP (mmada_jax.flops: the forward of the
+first batch size (batching pays off when B=8 gives more samples/s than B=1) and to the baseline and
+to ``ours`` at the same B (when measured before it); for uncached variants the trajectory's matmul GFLOP (mmada_jax.flops: the forward of the
 cond+uncond rows, the text head every step, the image head on image steps), achieved GFLOP/s and
 the share of the dtype's peak, next to a plain 2048^3 matmul's rate measured in the same run (what
 these cores reach at all); with --loop the Python-loop time and the loop/scan ratio; with
@@ -87,8 +87,10 @@ def trajectory_flops(model, layout, batch: int, args) -> float:
     """Matmul FLOPs of one batched trajectory (guided: 2B rows; text_cfg != 0: the text head on both)."""
     c, t = model.config, model.config.tokens
     image_steps = settings(args, args.steps)["image_steps"]
-    step = forward_flops(c, 2 * batch, layout.total, head_positions=args.text_tokens)
-    image = forward_flops(c, 2 * batch, 0, head_positions=args.image_tokens, head_columns=t.codebook_size)
+    rows = 2 * batch if args.text_cfg or args.image_cfg else batch
+    step = (forward_flops(c, rows, layout.total)
+            + forward_flops(c, 2 * batch if args.text_cfg else batch, 0, head_positions=args.text_tokens))
+    image = forward_flops(c, rows, 0, head_positions=args.image_tokens, head_columns=t.codebook_size)
     return args.steps * step + image_steps * image
 
 
@@ -168,6 +170,7 @@ def main():
                   f"in {'cache-sized' if chunk is None else 'whole-vocabulary' if chunk == 0 else chunk} chunks"
                   f"{', step cache' if cached else ''})")
             print(f"{'B':>3} {'s/traj':>8} {'samples/s':>10} {'vs B=' + str(args.batch[0]):>8} {'vs base':>8} "
+                  f"{'vs ours':>8} "
                   f"{'GFLOP':>8} {'GFLOP/s':>8} {'of peak':>8} {'of mm':>6}" + (f" {'loop s':>8} {'loop/scan':>9}" if args.loop else ""))
             first = None
             for b in args.batch:
@@ -177,9 +180,10 @@ def main():
                 rate = b / scan_t
                 first = first or rate
                 rates[dtype, variant, b] = rate
-                base = rates.get((dtype, "baseline", b))
-                line = f"{b:3d} {scan_t:8.2f} {rate:10.3f} {rate / first:8.2f} " + (
-                    f"{rate / base:8.2f} " if base else f"{'-':>8} ")
+                line = f"{b:3d} {scan_t:8.2f} {rate:10.3f} {rate / first:8.2f} "
+                for other in ("baseline", "ours"):
+                    ref = rates.get((dtype, other, b)) if other != variant else None
+                    line += f"{rate / ref:8.2f} " if ref else f"{'-':>8} "
                 if cached:
                     line += f"{'-':>8} {'-':>8} {'-':>8} {'-':>6}"
                 else:

@@ -3,7 +3,6 @@ on another mesh, metrics and checkpoints are written, the CLI and the AOT memory
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -172,7 +171,7 @@ def test_parallel_a_sft_runs_and_resumes(tmp_path):
 
 
 def test_objective_must_fit_the_checkpoint(data_dir, tmp_path):
-    from mmada_jax.config import ConfigError, load_config
+    from mmada_jax.config import ConfigError
     with pytest.raises(ConfigError, match="parallel_a needs a dimoo"):
         run_sft(_config(data_dir, tmp_path, objective="parallel_a"), log=lambda *_: None)
     with pytest.raises(ConfigError, match="system_ids"):   # -M data under the -A objective

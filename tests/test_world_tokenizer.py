@@ -9,7 +9,7 @@ import pytest
 
 import mmada_jax as m
 from mmada_jax.data import synthetic as syn
-from mmada_jax.tokenizer import SPECIAL_STRINGS, WORD_UNK, build_word_tokenizer, fit_word_tokenizer, load_tokenizer
+from mmada_jax.tokenizer import SPECIAL_STRINGS, WORD_UNK, build_word_tokenizer, load_tokenizer
 from mmada_jax.training.config import REPO_ROOT
 
 CONFIG = REPO_ROOT / "configs" / "demo_parallel_m.yaml"
