@@ -97,7 +97,6 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -119,6 +118,9 @@ from mmada_jax.parallel_a.prompts import edit_prompt_from_ids  # noqa: E402
 from mmada_jax.parallel_m import inference_prompt  # noqa: E402
 from mmada_jax.parallel_m import sampler as sampler_m  # noqa: E402
 from mmada_jax.sampling import runner, step_cache  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from forward import timed as timed_calls  # noqa: E402  (median of calls after a warm-up)
 
 ROW_KINDS = ("forward", "sampler_m", "sampler_a", "train")
 GIB = 1024 ** 3
@@ -184,28 +186,26 @@ def short_error(e: BaseException) -> str:
     return text[:600]
 
 
+def _inference_config(base: ModelConfig, tiny: ModelConfig | None, overrides: dict) -> ModelConfig:
+    """``base`` in bf16 without remat (inference), with ``tiny``'s token layout and vocabulary."""
+    if tiny is not None:
+        base = dataclasses.replace(base, tokens=tiny.tokens, vocab_size=tiny.vocab_size)
+    return dataclasses.replace(base, **{**dict(dtype="bfloat16", param_dtype="bfloat16", remat_policy="none"),
+                                        **overrides})
+
+
 def m_config(shapes: Shapes, **overrides) -> ModelConfig:
     """The -M transformer (configs/mmada_parallel_m.yaml; smoke: the mmada_tiny token layout and
     its 576-row vocabulary), bf16, no remat (inference)."""
-    base = ModelConfig.from_yaml(M_YAML)
-    if shapes.tiny_tokens:
-        tiny = ModelConfig.from_yaml(TINY_YAML)
-        base = dataclasses.replace(base, tokens=tiny.tokens, vocab_size=tiny.vocab_size)
-    fields = dict(dtype="bfloat16", param_dtype="bfloat16", remat_policy="none")
-    fields.update(overrides)
-    return dataclasses.replace(base, **fields)
+    tiny = ModelConfig.from_yaml(TINY_YAML) if shapes.tiny_tokens else None
+    return _inference_config(ModelConfig.from_yaml(M_YAML), tiny, overrides)
 
 
 def a_config(shapes: Shapes, **overrides) -> ModelConfig:
     """The -A transformer (configs/mmada_parallel_a.yaml; smoke: the dimoo_tiny golden's token
     layout and 468-row vocabulary), bf16, no remat."""
-    base = ModelConfig.from_yaml(A_YAML)
-    if shapes.tiny_tokens:
-        tiny = ModelConfig.from_hf_dir(DIMOO_TINY)
-        base = dataclasses.replace(base, tokens=tiny.tokens, vocab_size=tiny.vocab_size)
-    fields = dict(dtype="bfloat16", param_dtype="bfloat16", remat_policy="none")
-    fields.update(overrides)
-    return dataclasses.replace(base, **fields)
+    tiny = ModelConfig.from_hf_dir(DIMOO_TINY) if shapes.tiny_tokens else None
+    return _inference_config(ModelConfig.from_yaml(A_YAML), tiny, overrides)
 
 
 def describe(c: ModelConfig) -> str:
@@ -253,17 +253,6 @@ def free_device_bytes() -> int | None:
     if "bytes_limit" not in s:
         return None
     return int(s["bytes_limit"] - s.get("bytes_in_use", 0))
-
-
-def timed_calls(fn, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one untimed warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def new_row(kind: str, name: str, **fields) -> dict:
@@ -360,12 +349,7 @@ def forward_rows(ctx) -> list:
     say(f"forward: compiling {len(jobs)} programs")
     results = compile_all([(f"forward {j[0]['name']}", j[-1]) for j in jobs], ctx.workers)
     for (row, config, state, _), res in zip(jobs, results):
-        row["compile_s"] = res["compile_s"]
-        if "error" in res:
-            row["error"] = res["error"]
-            continue
-        if ctx.dry:
-            dry_note(ctx, row, res)
+        if not compiled_to_run(ctx, row, res):
             continue
         compiled = res["compiled"]
         row["plan_bytes"] = plan_bytes(compiled)
@@ -380,6 +364,19 @@ def forward_rows(ctx) -> list:
             traceback.print_exc()
             row["error"] = short_error(e)
     return rows
+
+
+def compiled_to_run(ctx, row: dict, res: dict) -> bool:
+    """Record a compile job's result in its row; True when the row goes on to be measured (compiled
+    without error, not a dry run)."""
+    row["compile_s"] = res["compile_s"]
+    if "error" in res:
+        row["error"] = res["error"]
+        return False
+    if ctx.dry:
+        dry_note(ctx, row, res)
+        return False
+    return True
 
 
 def abstract_prepare(prepare):
@@ -469,12 +466,7 @@ def sampler_rows(ctx, kind: str) -> list:
     results = compile_all([(j[0]["name"], j[-1]) for j in jobs], ctx.workers)
     peak = ctx.peak
     for (row, b, cached, _), res in zip(jobs, results):
-        row["compile_s"] = res["compile_s"]
-        if "error" in res:
-            row["error"] = res["error"]
-            continue
-        if ctx.dry:
-            dry_note(ctx, row, res)
+        if not compiled_to_run(ctx, row, res):
             continue
         if ctx.over_budget():
             row["error"] = f"skipped: past the time budget ({ctx.args.budget_s:.0f}s)"

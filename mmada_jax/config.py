@@ -132,8 +132,8 @@ class ModelConfig:
       * ``remat_policy``: what each scanned block keeps for the backward pass (``none`` keeps
         everything, ``full`` recomputes the whole block, ``save_dots`` keeps matmul outputs,
         ``save_qkv_proj`` / ``save_out_proj`` keep only the named projections).
-      * ``attention_impl``: ``auto`` (cuDNN flash on GPU for bf16/fp16, ``xla_rows`` on CPU, XLA
-        otherwise), ``xla`` (``jax.nn.dot_product_attention``), ``xla_rows`` (the same, one batch
+      * ``attention_impl``: ``auto`` (cuDNN flash on GPU for bf16/fp16, ``xla_rows`` in the samplers'
+        forwards on CPU, XLA otherwise), ``xla`` (``jax.nn.dot_product_attention``), ``xla_rows`` (the same, one batch
         row at a time: cache-friendly on CPU), ``cudnn``, or ``plain`` (explicit einsum + fp32
         softmax; the test oracle).
       * ``attention_mask_mode``: what an ``attention_mask`` passed to the model does. ``hard``

@@ -61,7 +61,7 @@ def attention_bias(attention_mask: jax.Array | None, mode: str, dtype) -> tuple[
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias=None, mask=None,
-              impl: str = "auto", precision=None) -> jax.Array:
+              impl: str = "auto", precision=None, inference: bool = False) -> jax.Array:
     """Bidirectional multi-head attention, q [B, L, H, hd], k/v [B, S, Hkv, hd] -> [B, L, H, hd].
 
     ``impl``: ``plain`` (explicit einsum with an fp32 softmax, the test oracle), ``xla`` /
@@ -69,14 +69,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, bias=None, mask=None,
     ``lax.map`` over the batch: on CPU one row's [H, L, S] scores stay in cache, where the batched
     op streams all rows' through memory: 1.8x faster per row at B=2, 2.7x at B=16, L=583; the
     same values), ``auto`` (cuDNN flash attention on GPU for 16-bit inputs without a bias,
-    ``xla_rows`` on CPU, ``xla`` otherwise).
+    ``xla_rows`` on CPU for an ``inference`` forward (the samplers': no gradient flows through it;
+    the gradient of the row map is pathological on CPU, 20 s a step for a tiny SFT), ``xla``
+    otherwise).
     """
     scale = q.shape[-1] ** -0.5
     if impl == "auto":
         backend = jax.default_backend()
         on_gpu = backend == "gpu"
         impl = ("cudnn" if on_gpu and q.dtype in (jnp.bfloat16, jnp.float16) and bias is None
-                else "xla_rows" if backend == "cpu" and q.shape[0] > 1 else "xla")
+                else "xla_rows" if inference and backend == "cpu" and q.shape[0] > 1 else "xla")
     if impl == "xla_rows":
         def one(row):
             q1, k1, v1, b1, m1 = (None if a is None else a[None] for a in row)

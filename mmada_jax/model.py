@@ -124,10 +124,11 @@ class LLaDAModel(nnx.Module):
         return logits
 
     def encode(self, input_ids, attention_mask=None, *, mask_mode=None, return_hidden_states=False,
-               position_ids=None, return_kv=False):
+               position_ids=None, return_kv=False, inference=False):
         """Final-norm hidden states [B, L, d] and the per-block inputs (None unless asked); with
         ``return_kv`` also every block's keys and values (:class:`KV`, what the samplers' step
-        cache keeps)."""
+        cache keeps). ``inference``: no gradient will flow through this forward (the samplers'),
+        which lets ``auto`` attention pick its CPU inference path (:func:`~mmada_jax.layers.attention`)."""
         c = self.config
         dt = _dtype(c.dtype)
         precision = _precision(c)
@@ -139,7 +140,7 @@ class LLaDAModel(nnx.Module):
         params = {name: getattr(self, name)[...] for name in BLOCK_PARAMS}
 
         def block(x, p):
-            y, kv = _block(c, x, p, cos, sin, bias, mask, precision)
+            y, kv = _block(c, x, p, cos, sin, bias, mask, precision, inference)
             return y, (x if return_hidden_states else None, kv if return_kv else None)
 
         if c.remat_policy != "none":
@@ -178,7 +179,7 @@ class LLaDAModel(nnx.Module):
             k_all = k_all.at[layer, rows, positions].set(k.astype(k_all.dtype))
             v_all = v_all.at[layer, rows, positions].set(v.astype(v_all.dtype))
             att = attention(q, k_all[layer], v_all[layer], bias=bias, mask=mask, impl=c.attention_impl,
-                            precision=precision)
+                            precision=precision, inference=True)
             return _block_output(c, x, att, w, precision), k_all, v_all
 
         x, k_all, v_all = jax.lax.fori_loop(0, c.n_layers, block, (x, kv.k, kv.v))
@@ -250,11 +251,11 @@ def _block_output(c: ModelConfig, x, att, w, precision):
     return constrain(x, ("batch", "length", "act_embed"))
 
 
-def _block(c: ModelConfig, x, p, cos, sin, bias, mask, precision):
+def _block(c: ModelConfig, x, p, cos, sin, bias, mask, precision, inference=False):
     """One LLaMA block: x + attn(norm(x)); then the MLP. Returns (output, (k, v))."""
     w = {k: v.astype(x.dtype) for k, v in p.items()}
     q, k, v = _attention_inputs(c, x, w, cos, sin, precision)
-    att = attention(q, k, v, bias=bias, mask=mask, impl=c.attention_impl, precision=precision)
+    att = attention(q, k, v, bias=bias, mask=mask, impl=c.attention_impl, precision=precision, inference=inference)
     return _block_output(c, x, att, w, precision), (k, v)
 
 

@@ -107,7 +107,7 @@ def _guided_image(model, hidden, x, consts, st: Static, cache=None):
     twice = lambda a: None if a is None else jnp.concatenate([a, a], axis=0)
     mask, position_ids = twice(consts.get("attention_mask")), twice(consts.get("position_ids"))
     if cache is None:
-        uncond, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
+        uncond, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids, inference=True)
     else:
         def full(cache):
             hidden, slot = step_cache.full(model, rows, mask, position_ids)
@@ -144,7 +144,6 @@ def _step(model, carry, xs, consts, rnd, st: Static):
     n, kk, off = lay.num_image_tokens, t.codebook_size, t.image_offset
     pos = jnp.asarray(lay.image_positions())
     mask, position_ids = consts.get("attention_mask"), consts.get("position_ids")   # only when left-padded
-    text_positions = jnp.asarray(lay.text_positions())
     region = x[:, lay.text_start:lay.text_end]
     any_mask = jnp.any(region == t.mask_id)
 
@@ -154,26 +153,10 @@ def _step(model, carry, xs, consts, rnd, st: Static):
                              temperature=cfg.text_temperature, rnd=rnd, index=gumbel_index, exact=st.exact,
                              gumbel=_gumbel, gumbel_dtype=jnp.float32, want_cond_lse=bool(st.record))
 
-    cache = carry[-1] if cfg.cached else None
-    if cache is None:
-        hidden, _ = model.encode(x, mask, mask_mode="hard", position_ids=position_ids)
-        decision = decide(hidden[:, text_positions])
-    else:
-        def full(cache):
-            hidden, slot = step_cache.full(model, x, mask, position_ids)
-            cache = dict(cache, slot=slot, decision=decide(hidden[:, text_positions]))
-            if "uncond_stale" in cache:
-                cache["uncond_stale"] = jnp.asarray(True)
-            return hidden, cache
-
-        def cached(cache):
-            hidden, slot, (picks, _) = step_cache.partial(model, x, cache["slot"], _groups(x, cache, st), mask,
-                                                          position_ids)
-            fresh = decide(jnp.take_along_axis(hidden, (lay.text_start + picks)[..., None], axis=1))
-            return hidden, dict(cache, slot=slot, decision=step_cache.scatter(cache["decision"], picks, fresh))
-        hidden, cache = jax.lax.cond(refresh, full, cached, cache)
-        decision = cache["decision"]
-    text_hidden = hidden[:, text_positions]
+    hidden, decision, cache = step_cache.forward(model, x, x, carry[-1] if cfg.cached else None, refresh, decide,
+                                                 layout=lay, mask_id=t.mask_id, settings=cfg, attention_mask=mask,
+                                                 position_ids=position_ids)
+    text_hidden = hidden[:, jnp.asarray(lay.text_positions())]
     region = commit_text(region, decision.x0, decision.confidence, k, mask_id=t.mask_id, remasking=cfg.remasking,
                          rnd=rnd, index=s)
     x = x.at[:, lay.text_start:lay.text_end].set(region)

@@ -104,15 +104,9 @@ def _step(model, carry, xs, consts, rnd, st: Static):
                              temperature=s.text_temperature, rnd=rnd, index=i, exact=st.exact,
                              want_cond_lse=bool(st.record))
 
-    text_positions = jnp.asarray(lay.text_positions())
-    cache = carry[-1] if s.cached else None
-    if cache is None:
-        hidden, _ = model.encode(rows, mask, mask_mode="hard", position_ids=position_ids)
-        decision = decide(hidden[:, text_positions])
-    else:
-        args = (model, rows, x, mask, position_ids, decide, st)
-        hidden, cache = jax.lax.cond(refresh, lambda c: _full_step(c, *args), lambda c: _cached_step(c, *args), cache)
-        decision = cache["decision"]
+    hidden, decision, cache = step_cache.forward(model, rows, x, carry[-1] if s.cached else None, refresh, decide,
+                                                 layout=lay, mask_id=t.mask_id, settings=s, attention_mask=mask,
+                                                 position_ids=position_ids)
     region = commit_text(x[:, lay.text_start:], decision.x0, decision.confidence, jnp.full((b,), k),
                          mask_id=t.mask_id, remasking=s.remasking, rnd=rnd, index=i)
     x = x.at[:, lay.text_start:].set(region)
@@ -141,7 +135,7 @@ def _step(model, carry, xs, consts, rnd, st: Static):
         hit = consts["record_steps"] == i
 
         def write(buffers):
-            text_hidden = hidden[:b, text_positions]
+            text_hidden = hidden[:b, jnp.asarray(lay.text_positions())]
             return recording.write(buffers, hit, **_recorded(model, hidden, text_hidden, before, x, last_sampled,
                                                               is_image_step, decision, st))
 
@@ -149,27 +143,6 @@ def _step(model, carry, xs, consts, rnd, st: Static):
     if cache is not None:
         out += (dict(cache, image_conf=image_conf),)
     return out, (x if st.trajectory else None)
-
-
-def _full_step(cache, model, rows, x, mask, position_ids, decide, st: Static):
-    """A full forward that refills the step cache, and the text decision of every text position."""
-    hidden, slot = step_cache.full(model, rows, mask, position_ids)
-    return hidden, dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(st.layout.text_positions())]))
-
-
-def _cached_step(cache, model, rows, x, mask, position_ids, decide, st: Static):
-    """A cached step (:mod:`~mmada_jax.sampling.step_cache`): a share of the text and of the output
-    image recomputed (changed tokens first, then the least confident masked ones; an unconditional
-    twin shares its row's picks); the text decision of the recomputed text positions merged into
-    the last ones."""
-    lay = st.layout
-    b = x.shape[0]
-    groups = step_cache.output_groups(x, st.tokens.mask_id, st.settings, twins=rows.shape[0] // b,
-                                      text=(lay.text_positions(), cache["decision"].confidence),
-                                      image=(lay.image_positions(), cache["image_conf"]))
-    hidden, slot, (text_picks, _) = step_cache.partial(model, rows, cache["slot"], groups, mask, position_ids)
-    fresh = decide(jnp.take_along_axis(hidden, (lay.text_start + text_picks)[..., None], axis=1))
-    return hidden, dict(cache, slot=slot, decision=step_cache.scatter(cache["decision"], text_picks[:b], fresh))
 
 
 def _recorded(model, hidden, text_hidden, before, after, last_sampled, is_image_step, decision, st: Static) -> dict:

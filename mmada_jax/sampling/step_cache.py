@@ -129,7 +129,8 @@ class CacheSpec:
 
 def full(model, rows, attention_mask=None, position_ids=None) -> tuple[jax.Array, Slot]:
     """A full forward of ``rows`` [R, L]: (hidden [R, L, d], the slot it fills)."""
-    hidden, _, kv = model.encode(rows, attention_mask, mask_mode="hard", position_ids=position_ids, return_kv=True)
+    hidden, _, kv = model.encode(rows, attention_mask, mask_mode="hard", position_ids=position_ids, return_kv=True,
+                                 inference=True)
     return hidden, Slot(kv, hidden, jnp.asarray(rows, jnp.int32))
 
 
@@ -177,6 +178,43 @@ def partial(model, rows, slot: Slot, groups: Sequence[Group], attention_mask=Non
     index = jnp.arange(rows.shape[0])[:, None]
     seen = slot.seen.at[index, positions].set(jnp.take_along_axis(rows, positions, axis=1))
     return hidden, Slot(kv, hidden, seen), picks
+
+
+def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask_id: int, settings: CacheSettings,
+            attention_mask=None, position_ids=None) -> tuple[jax.Array, TextDecision, dict | None]:
+    """One step's forward of a joint sampler and its text decision: (hidden, decision, cache).
+
+    ``rows`` [R, L] are the forward's rows (the sequences ``x`` [B, L] first, then their
+    guidance twins); ``decide(text_hidden [R, T', d]) -> TextDecision`` [B, T'] is the text
+    decision; ``layout`` gives ``text_positions()`` and ``image_positions()``. Without a cache
+    (None): the plain forward and the decision of every text position. With one (the carry
+    :class:`CacheSpec` builds): a full forward that refills the slot when ``refresh`` (traced
+    bool), else a cached one (:func:`partial` over the text and output-image groups, the twins
+    sharing their row's picks) whose decision runs on the recomputed text positions only and is
+    merged into the last one."""
+    text_positions = layout.text_positions()
+    if cache is None:
+        hidden, _ = model.encode(rows, attention_mask, mask_mode="hard", position_ids=position_ids, inference=True)
+        return hidden, decide(hidden[:, jnp.asarray(text_positions)]), None
+    b = x.shape[0]
+
+    def full_step(cache):
+        hidden, slot = full(model, rows, attention_mask, position_ids)
+        cache = dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(text_positions)]))
+        if "uncond_stale" in cache:       # -A: its unconditional slot is refilled on the next image step
+            cache["uncond_stale"] = jnp.asarray(True)
+        return hidden, cache
+
+    def cached_step(cache):
+        groups = output_groups(x, mask_id, settings, rows.shape[0] // b,
+                               text=(text_positions, cache["decision"].confidence),
+                               image=(layout.image_positions(), cache["image_conf"]))
+        hidden, slot, (picks, _) = partial(model, rows, cache["slot"], groups, attention_mask, position_ids)
+        fresh = decide(jnp.take_along_axis(hidden, jnp.asarray(text_positions)[picks][..., None], axis=1))
+        return hidden, dict(cache, slot=slot, decision=scatter(cache["decision"], picks[:b], fresh))
+
+    hidden, cache = jax.lax.cond(refresh, full_step, cached_step, cache)
+    return hidden, cache["decision"], cache
 
 
 def scatter(previous, picks: jax.Array, new):
