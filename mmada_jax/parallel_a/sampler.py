@@ -114,7 +114,7 @@ def _guided_image(model, hidden, x, consts, st: Static, cache=None):
             return hidden, dict(cache, uncond_slot=slot, uncond_stale=jnp.asarray(False))
 
         def cached(cache):
-            groups = _groups(x, cache, st, twins=2)
+            groups = step_cache.cache_groups(x, cache, st.layout, st.tokens.mask_id, st.settings, twins=2)
             hidden, slot, _ = step_cache.partial(model, rows, cache["uncond_slot"], groups, mask, position_ids)
             return hidden, dict(cache, uncond_slot=slot)
         uncond, cache = jax.lax.cond(cache["uncond_stale"], full, cached, cache)
@@ -125,14 +125,6 @@ def _guided_image(model, hidden, x, consts, st: Static, cache=None):
     if cfg.image_cfg != 0:
         guided = guided + cfg.image_cfg * (cond - uncond[b:])
     return cond, guided, cache
-
-
-def _groups(x, cache, st: Static, twins: int = 1) -> list:
-    """The step cache's recompute groups: the text region, then the image codes."""
-    lay = st.layout
-    return step_cache.output_groups(x, st.tokens.mask_id, st.settings, twins,
-                                    text=(lay.text_positions(), cache["decision"].confidence),
-                                    image=(lay.image_positions(), cache["image_conf"]))
 
 
 def _step(model, carry, xs, consts, rnd, st: Static):

@@ -158,6 +158,13 @@ def output_groups(x, mask_id: int, settings: CacheSettings, twins: int = 1,
     return groups
 
 
+def cache_groups(x, cache: dict, layout, mask_id: int, settings: CacheSettings, twins: int = 1) -> list[Group]:
+    """The joint samplers' groups (:func:`output_groups`): the text region ranked by the last text
+    decision's confidence, then the output image by the last image update's."""
+    return output_groups(x, mask_id, settings, twins, text=(layout.text_positions(), cache["decision"].confidence),
+                         image=(layout.image_positions(), cache["image_conf"]))
+
+
 def pick(rows, slot: Slot, group: Group) -> jax.Array:
     """Indices into ``group.positions`` [rows, count]: the positions whose token changed since
     their states were computed first, then by priority (ties: lower index first)."""
@@ -206,9 +213,7 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
         return hidden, cache
 
     def cached_step(cache):
-        groups = output_groups(x, mask_id, settings, rows.shape[0] // b,
-                               text=(text_positions, cache["decision"].confidence),
-                               image=(layout.image_positions(), cache["image_conf"]))
+        groups = cache_groups(x, cache, layout, mask_id, settings, rows.shape[0] // b)
         hidden, slot, (picks, _) = partial(model, rows, cache["slot"], groups, attention_mask, position_ids)
         fresh = decide(jnp.take_along_axis(hidden, jnp.asarray(text_positions)[picks][..., None], axis=1))
         return hidden, dict(cache, slot=slot, decision=scatter(cache["decision"], picks[:b], fresh))
