@@ -1,7 +1,7 @@
 """The GPU benchmark suite: forward, both joint samplers and the SFT train step at real shapes, in
 one command that prints ONE table and writes it as JSON and markdown.
 
-    python bench/suite.py                              # on a GPU: real shapes, ~5-6 min on one H100/H200
+    python bench/suite.py                              # on a GPU: real shapes, 235 s on one H200
     python bench/suite.py --only sampler_m,sampler_a --batch 1,8
     python bench/suite.py --smoke --out /tmp/suite     # tiny shapes (the default on CPU): a smoke test
     python bench/suite.py --dry-run                    # lower every program at the GPU shapes, abstract
@@ -79,10 +79,10 @@ be compiled again. After ``--budget-s`` seconds (default 480) no further measure
 row says so), and the result files are rewritten after every row kind, so a run cut short still
 leaves the rows it measured (``meta.complete`` is false until the end).
 
-GPU time budget (estimates for one H200 at ~50% MFU; no GPU run was possible when this was
-written): start-up ~15 s; forward ~30 s; sampler_m ~2 min (5 programs compiled, the B=32 cached one
-skipped; B=32 uncached runs 8 steps x ~4 s); sampler_a ~2 min; train ~1 min (the compile
-dominates). Trim with ``--steps 4``, ``--batch 1,8`` or ``--only``.
+Measured on one H200 (2026-12-04, jax 0.11.2; bench/results/suite_h200.md): 235 s in all: start-up
+and weights ~9 s; forward 20 s; sampler_m 90 s (6 programs compiled 4 at a time, ~26 s each; B=32
+uncached runs 8 steps x 3.5 s); sampler_a 91 s (the B=32 cached program skipped: 129 GiB); train
+34 s (compile 25 s). Trim with ``--steps 4``, ``--batch 1,8`` or ``--only``.
 """
 
 from __future__ import annotations

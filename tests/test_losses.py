@@ -72,6 +72,32 @@ def test_parallel_sft_without_padding_bias_sees_the_sequence_as_sampling_does():
     assert abs(float(reference["loss"]) - float(ours["loss"])) > 1e-4
 
 
+def test_changed_image_weight_weighs_the_codes_an_edit_changes():
+    """``changed_image_weight`` (not the reference): the image CE of output codes that differ from
+    the input's code at the same position times w, every other slot once, over B x (N + 2); the
+    text loss untouched; w = 1 is the reference's loss."""
+    g, model, inputs, n, length = _sft_case()
+    np.testing.assert_array_equal(np.asarray(inputs.image_changed),
+                                  np.asarray(g["m__output_image_codes"]) != np.asarray(g["m__input_image_codes"]))
+    masked = np.asarray(inputs.image_masked)   # a pattern with both kinds among the masked codes
+    changed = masked & (np.cumsum(masked, axis=1) % 2 == 1)
+    inputs = inputs._replace(image_changed=jnp.asarray(changed))
+    out = inputs.input_ids.shape[1] - (n + 2 + length)
+    logits = np.asarray(model(inputs.input_ids, inputs.attention_mask, mask_mode="additive")[:, out:], np.float64)
+    labels = np.asarray(inputs.labels[:, out:])
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    picked = np.take_along_axis(logits, np.maximum(labels, 0)[..., None], -1)[..., 0]
+    ce = np.where(labels != IGNORE, logz - picked, 0.0)[:, :n + 2]
+    weight = np.ones_like(ce)
+    weight[:, 1:n + 1] = np.where(changed, 2.5, 1.0)
+    assert (ce[:, 1:n + 1] * changed).sum() > 0 and (ce[:, 1:n + 1] * (masked & ~changed)).sum() > 0
+    ours = parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length, changed_image_weight=2.5)
+    plain = parallel_sft_forward(model, inputs, num_image_tokens=n, text_len=length, changed_image_weight=1.0)
+    np.testing.assert_allclose(float(ours["image_loss"]), (ce * weight).mean(), rtol=RTOL)
+    np.testing.assert_allclose(float(plain["image_loss"]), ce.mean(), rtol=RTOL)
+    np.testing.assert_allclose(float(ours["text_loss"]), float(plain["text_loss"]), rtol=RTOL)
+
+
 def test_parallel_sft_gradients():
     g, model, inputs, n, length = _sft_case()
     grads = nnx.grad(lambda m: parallel_sft_forward(m, inputs, num_image_tokens=n, text_len=length)["loss"])(model)

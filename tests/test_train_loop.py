@@ -83,7 +83,7 @@ def test_instruction_len_shortens_the_sequence(data_dir, tmp_path):
     assert not (tmp_path / "short" / "checkpoints").exists()
 
 
-def test_instruction_len_and_padding_bias_are_for_parallel_m_only(tmp_path):
+def test_instruction_len_padding_bias_and_changed_weight_are_for_parallel_m_only(tmp_path):
     from mmada_jax.config import ConfigError, load_config
     from mmada_jax.training.objectives import DataLayout, make_objective
     config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), instruction_len=8)
@@ -91,6 +91,9 @@ def test_instruction_len_and_padding_bias_are_for_parallel_m_only(tmp_path):
         make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
     config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), padding_bias=False)
     with pytest.raises(ConfigError, match="padding_bias=false: only for MMaDA-Parallel-M"):
+        make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
+    config = _config(tmp_path, tmp_path / "run", checkpoint=str(golden_path("dimoo_tiny")), changed_image_weight=3.0)
+    with pytest.raises(ConfigError, match="changed_image_weight=3.0: only for MMaDA-Parallel-M"):
         make_objective(config, load_config(golden_path("dimoo_tiny")), DataLayout(16, (4, 4), (1, 2)))
 
 
@@ -208,3 +211,9 @@ def test_synthetic_data_of_another_world_version_is_not_reused(tmp_path):
                                  "text_len": config.text_len}))
     with pytest.raises(ConfigError, match=f"world=None there, {WORLD_VERSION} now"):
         prepare_data(config, tmp_path / "run", log=lambda *_: None)
+    # a stamp without t2i_fraction was made with the default 0.1; another fraction is named
+    stamp.write_text(json.dumps({"synthetic": 8, "seed": config.seed, "image_size": config.synthetic_image_size,
+                                 "text_len": config.text_len, "world": WORLD_VERSION}))
+    with pytest.raises(ConfigError, match="t2i_fraction=None there, 0.4 now"):
+        prepare_data(_config(None, tmp_path / "run", synthetic=8, synthetic_t2i_fraction=0.4), tmp_path / "run",
+                     log=lambda *_: None)

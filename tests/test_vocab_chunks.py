@@ -59,6 +59,43 @@ def test_reduce_vocab_equals_one_pass(chunk, temperature):
     np.testing.assert_allclose(got.cond_lse, lse, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_the_decision_on_masked_positions_only_is_the_decision_where_it_is_read(temperature):
+    """``on_masked``: the head sees only the still-masked positions (at the smallest of the compiled
+    widths that holds them), with guidance twins and the Gumbel noise of the whole draw; at every
+    masked position the decision is the one over all positions, elsewhere x0 0 and confidence -inf."""
+    from mmada_jax.sampling.common import as_randomness, on_masked, text_decision
+    rng = np.random.default_rng(5)
+    b, t, d, v = 2, 10, 8, 40
+    hidden = jnp.asarray(rng.normal(size=(2 * b, t, d)), jnp.float32)     # conditional rows, then twins
+    head = jnp.asarray(rng.normal(size=(d, v)), jnp.float32)
+    rnd = as_randomness(jax.random.key(3), b)
+    seen = []
+
+    def decide(h, positions):
+        seen.append(h.shape[1])
+        def chunk_logits(start, size):
+            logits = h @ jax.lax.dynamic_slice_in_dim(head, start, size, axis=1)
+            guided = logits[:b] + 1.5 * (logits[:b] - logits[b:])
+            return guided, logits[:b]
+        return text_decision(chunk_logits, v, (b, t), temperature=temperature, rnd=rnd, index=2, exact=False,
+                             want_cond_lse=True, positions=positions)
+
+    whole = jax.tree.map(np.asarray, decide(hidden, None))
+    for masked_count in (t, 6, 3, 1):            # widths 10, 8, 3, 3 (of 3, 5, 8, 10)
+        is_mask = np.zeros((b, t), bool)
+        for row in range(b):
+            is_mask[row, rng.choice(t, masked_count - row if masked_count > 1 else 1, replace=False)] = True
+        seen.clear()
+        got = jax.tree.map(np.asarray, jax.jit(lambda h, m: on_masked(decide, h, m))(hidden, jnp.asarray(is_mask)))
+        assert sorted(set(seen)) == [3, 5, 8, 10]     # every width compiled (lax.switch traces each)
+        for name in ("x0", "argmax", "confidence", "cond_lse"):
+            np.testing.assert_array_equal(getattr(got, name)[is_mask], getattr(whole, name)[is_mask], err_msg=name)
+        if masked_count <= 3:     # width 3 ran: the 7 positions it left out are filled
+            assert ((got.confidence == -np.inf).sum(axis=1) == t - 3).all()
+            assert (got.x0[got.confidence == -np.inf] == 0).all()
+
+
 @pytest.mark.golden
 def test_golden_replays_are_exact_with_many_vocabulary_chunks(monkeypatch):
     """Every golden sampler replay (LLaDA text with guidance, -M, -A with Gumbel text noise from the

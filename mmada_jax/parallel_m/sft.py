@@ -11,6 +11,11 @@ the L text slots (weight 1/t with the raw t, normalised by L, not by the batch o
 count) and ``image = mean CE`` over the B x (N + 2) slots ``soi, image, eoi`` (no 1/t);
 ``loss = text_coeff * text + image_coeff * image``.
 
+Option (not in the reference): ``changed_image_weight`` w weighs the image CE of the output codes
+that differ from the input image's code at the same grid position by w (every other slot by 1,
+still divided by B x (N + 2)); w = 1 is the reference's loss exactly. In an edit most output codes
+are copies of the input, so the few that carry the edit are a small share of the image loss.
+
 Every random decision enters as an explicit uniform array (``rand``), drawn from a PRNG key in
 training and replayed from the golden data in the parity tests.
 """
@@ -37,6 +42,7 @@ class SFTInputs(NamedTuple):
     mask_prob: jax.Array        # [B]
     image_masked: jax.Array     # [B, N]
     text_masked: jax.Array      # [B, L]
+    image_changed: jax.Array    # [B, N] output code != input code at the same position
 
 
 def mask_ratio(t: jax.Array, eps: float) -> jax.Array:
@@ -98,35 +104,43 @@ def sft_inputs(tokens: TokenIds, batch: Mapping[str, jax.Array], rand: Mapping[s
     in_text_start = layout.input_len - in_text.shape[1]
     padding = (((pos >= in_text_start + in_len[:, None]) & (pos < layout.input_len))
                | (pos >= layout.text_start + out_len[:, None]))
-    return SFTInputs(input_ids, labels, (~padding).astype(jnp.int32), t, m, image_masked, text_masked)
+    return SFTInputs(input_ids, labels, (~padding).astype(jnp.int32), t, m, image_masked, text_masked,
+                     out_codes != in_codes)
 
 
 def sft_loss(logits_out: jax.Array, labels_out: jax.Array, t: jax.Array, *, num_image_tokens: int,
-             text_coeff: float = 1.0, image_coeff: float = 1.0) -> dict[str, jax.Array]:
+             text_coeff: float = 1.0, image_coeff: float = 1.0, image_weight: jax.Array | None = None
+             ) -> dict[str, jax.Array]:
     """Loss parts from the logits of the OUTPUT part only ([B, N + 2 + L, V]: soi, image, eoi,
-    text; every other position has label -100 and contributes nothing)."""
+    text; every other position has label -100 and contributes nothing). ``image_weight`` [B, N]:
+    per-code weights of the image CE (None: all 1, the reference)."""
     ce = cross_entropy(logits_out, labels_out)
     image_ce = ce[:, :num_image_tokens + 2]
     text_ce = ce[:, num_image_tokens + 2:]
     text_loss = jnp.sum(text_ce / t[:, None]) / text_ce.shape[1]
+    if image_weight is not None:
+        image_ce = image_ce.at[:, 1:num_image_tokens + 1].multiply(image_weight.astype(image_ce.dtype))
     image_loss = jnp.mean(image_ce)
     return {"loss": text_coeff * text_loss + image_coeff * image_loss, "text_loss": text_loss,
             "image_loss": image_loss}
 
 
 def sft_forward(model, inputs: SFTInputs, *, num_image_tokens: int, text_len: int, text_coeff: float = 1.0,
-                image_coeff: float = 1.0, padding_bias: bool = True) -> dict[str, jax.Array]:
+                image_coeff: float = 1.0, padding_bias: bool = True, changed_image_weight: float = 1.0
+                ) -> dict[str, jax.Array]:
     """Model forward and the SFT loss; the head runs only on the output part.
 
     ``padding_bias``: the additive 0/1 attention bias of the reference (0 on the EOS padding of
     both texts). It tells the model where the reasoning ends, which sampling does not know (the
     sampler attends every position of an unpadded row alike); ``False`` trains without it, on
-    sequences seen exactly as the sampler sees them.
+    sequences seen exactly as the sampler sees them. ``changed_image_weight``: see the module docstring.
     """
     total = inputs.input_ids.shape[1]
     layout = Layout(total - (num_image_tokens + 2 + text_len), num_image_tokens, text_len)
     out_positions = jnp.arange(layout.input_len, layout.total)
     mask = inputs.attention_mask if padding_bias else None
     logits = model(inputs.input_ids, mask, mask_mode="additive", positions=out_positions)
+    weight = (None if changed_image_weight == 1.0 else
+              jnp.where(inputs.image_changed, jnp.float32(changed_image_weight), jnp.float32(1.0)))
     return sft_loss(logits, inputs.labels[:, layout.input_len:], inputs.t, num_image_tokens=num_image_tokens,
-                    text_coeff=text_coeff, image_coeff=image_coeff)
+                    text_coeff=text_coeff, image_coeff=image_coeff, image_weight=weight)

@@ -191,7 +191,7 @@ def commit_text(current: jax.Array, x0: jax.Array, confidence: jax.Array, k: jax
 
 
 def text_decision(chunk_logits, vocab: int, shape, *, temperature: float, rnd: "Randomness", index, exact: bool,
-                  gumbel=gumbel_from_uniform, gumbel_dtype=None, want_cond_lse: bool = False):
+                  gumbel=gumbel_from_uniform, gumbel_dtype=None, want_cond_lse: bool = False, positions=None):
     """The :class:`~mmada_jax.sampling.vocab_chunks.TextDecision` of text positions of ``shape``
     [B, T]: the argmax (with Gumbel noise when ``temperature > 0``) and its confidence.
 
@@ -201,15 +201,55 @@ def text_decision(chunk_logits, vocab: int, shape, *, temperature: float, rnd: "
     ``gumbel_dtype`` (default float64 when ``exact``) chunk by chunk
     (:meth:`Randomness.uniform_columns`): samplers whose reference computes it differently (-A:
     float32, ``-log(-log(u + 1e-10) + 1e-10)``, counted only over the steps that draw it) pass their own.
+    ``positions`` [B, C]: ``chunk_logits`` gives only these of the ``shape`` positions (their noise
+    is taken from the whole draw, so the decision is the one of all positions, at these).
     """
     from .vocab_chunks import reduce_vocab
     noise = None
     if temperature > 0:
         dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
         full = tuple(shape) + (vocab,)
-        noise = lambda start, size: gumbel(rnd.uniform_columns("u_text_gumbel", index, full, start, size, dtype))  # noqa: E731
+
+        def noise(start, size):
+            u = rnd.uniform_columns("u_text_gumbel", index, full, start, size, dtype)
+            return gumbel(u if positions is None else jnp.take_along_axis(u, positions[..., None], axis=1))
     return reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature, noise=noise,
                         want_cond_lse=want_cond_lse)
+
+
+def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4) -> "TextDecision":
+    """``decide`` run on the still-masked text positions only: the same decision where it is read.
+
+    ``decide(hidden [R, C, d], positions [B, C] | None) -> TextDecision [B, C]``; ``text_hidden``
+    [R, T, d] holds the B rows' text hidden states (R = B, or 2B with guidance twins after them);
+    ``is_mask`` [B, T]. A sampler only commits masked positions, and their number falls step by
+    step, so the text head (most of a small model's step over a real vocabulary) need not see the
+    decided ones. Shapes must stay static inside the scan: the decision is compiled at ``parts``
+    widths (T/parts, 2T/parts, ..., T; on average ~5/8 of T over a run for 4), and each step takes the smallest that holds every row's masked
+    positions (``lax.switch``; T when none does). Positions left out get x0 = argmax = 0 and
+    confidence -inf (``commit_text`` never reads them)."""
+    b, t = is_mask.shape
+    widths = sorted({-(-t * q // parts) for q in range(1, parts)} - {t}) + [t]
+    need = jnp.max(jnp.sum(is_mask, axis=1))
+    branch = jnp.sum(need > jnp.asarray(widths[:-1], jnp.int32)).astype(jnp.int32)
+    order = jnp.argsort(~is_mask, axis=1, stable=True)       # masked positions first, in order
+    twins = text_hidden.shape[0] // b
+
+    def width(c):
+        def run(_):
+            if c == t:
+                return decide(text_hidden, None)
+            positions = order[:, :c]
+            picked = jnp.take_along_axis(text_hidden, jnp.tile(positions, (twins, 1))[..., None], axis=1)
+            part = decide(picked, positions)
+            rows = jnp.arange(b)[:, None]
+
+            def place(value, fill):
+                return None if value is None else jnp.full((b, t), fill, value.dtype).at[rows, positions].set(value)
+            return type(part)(place(part.x0, 0), place(part.confidence, -jnp.inf), place(part.argmax, 0),
+                              place(part.cond_lse, 0.0))
+        return run
+    return jax.lax.switch(branch, [width(c) for c in widths], None)
 
 
 def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mask_id: int, temperature: float,

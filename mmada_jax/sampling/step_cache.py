@@ -192,8 +192,8 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
     """One step's forward of a joint sampler and its text decision: (hidden, decision, cache).
 
     ``rows`` [R, L] are the forward's rows (the sequences ``x`` [B, L] first, then their
-    guidance twins); ``decide(text_hidden [R, T', d]) -> TextDecision`` [B, T'] is the text
-    decision; ``layout`` gives ``text_positions()`` and ``image_positions()``. Without a cache
+    guidance twins); ``decide(text_hidden [R, T', d], picks) -> TextDecision`` [B, T'] is the text
+    decision (``picks`` [B, T']: which text positions the T' are; None: all of them, in order); ``layout`` gives ``text_positions()`` and ``image_positions()``. Without a cache
     (None): the plain forward and the decision of every text position. With one (the carry
     :class:`CacheSpec` builds): a full forward that refills the slot when ``refresh`` (traced
     bool), else a cached one (:func:`partial` over the text and output-image groups, the twins
@@ -202,12 +202,12 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
     text_positions = layout.text_positions()
     if cache is None:
         hidden, _ = model.encode(rows, attention_mask, mask_mode="hard", position_ids=position_ids, inference=True)
-        return hidden, decide(hidden[:, jnp.asarray(text_positions)]), None
+        return hidden, decide(hidden[:, jnp.asarray(text_positions)], None), None
     b = x.shape[0]
 
     def full_step(cache):
         hidden, slot = full(model, rows, attention_mask, position_ids)
-        cache = dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(text_positions)]))
+        cache = dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(text_positions)], None))
         if "uncond_stale" in cache:       # -A: its unconditional slot is refilled on the next image step
             cache["uncond_stale"] = jnp.asarray(True)
         return hidden, cache
@@ -215,7 +215,7 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
     def cached_step(cache):
         groups = cache_groups(x, cache, layout, mask_id, settings, rows.shape[0] // b)
         hidden, slot, (picks, _) = partial(model, rows, cache["slot"], groups, attention_mask, position_ids)
-        fresh = decide(jnp.take_along_axis(hidden, jnp.asarray(text_positions)[picks][..., None], axis=1))
+        fresh = decide(jnp.take_along_axis(hidden, jnp.asarray(text_positions)[picks][..., None], axis=1), picks[:b])
         return hidden, dict(cache, slot=slot, decision=scatter(cache["decision"], picks[:b], fresh))
 
     hidden, cache = jax.lax.cond(refresh, full_step, cached_step, cache)

@@ -51,6 +51,8 @@ class TrainConfig:
                                                    # examples into out_dir/synthetic_data (reused on resume)
     vq: str = "tests/golden/magvitv2_tiny"         # image tokenizer, for synthetic data
     synthetic_image_size: int = 64                 # side of the synthetic images in pixels
+    synthetic_t2i_fraction: float = 0.1            # share of t2i-style synthetic examples (half of them
+                                                   # drawing requests: data.synthetic.make_example)
     tokenizer: str = "tests/fixtures/tiny_tokenizer"
     text_len: int = 32                             # L_t: instruction and reasoning budgets
     instruction_len: int = 0                       # -M: a separate instruction budget (BOS, EOS included);
@@ -70,6 +72,9 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     text_coeff: float = 1.0
     image_coeff: float = 1.0
+    changed_image_weight: float = 1.0              # -M: weight of the output image codes that differ from
+                                                   # the input image's code at the same position (1 = the
+                                                   # reference; >1 counters the copy-the-input prior of edits)
     min_masking_rate: float = 1e-3
     cond_dropout_prob: float = 0.1
     objective: str = "auto"                        # parallel_m | parallel_a | auto (by the checkpoint's kind)
@@ -127,11 +132,11 @@ class TrainConfig:
 _INT, _FLOAT, _STR, _OPT_STR, _BOOL = "an integer", "a number", "a string", "a string (or null)", "true or false"
 _KIND = {
     "checkpoint": _STR, "model_config": _OPT_STR, "data_dir": _OPT_STR, "synthetic": _INT, "vq": _STR,
-    "synthetic_image_size": _INT, "tokenizer": _STR, "text_len": _INT, "instruction_len": _INT,
+    "synthetic_image_size": _INT, "synthetic_t2i_fraction": _FLOAT, "tokenizer": _STR, "text_len": _INT, "instruction_len": _INT,
     "batch_size": _INT, "grad_accum": _INT,
     "steps": _INT, "lr": _FLOAT, "warmup_steps": _INT, "min_lr_scale": _FLOAT, "b1": _FLOAT, "b2": _FLOAT,
     "adam_eps": _FLOAT, "weight_decay": _FLOAT, "max_grad_norm": _FLOAT, "text_coeff": _FLOAT,
-    "image_coeff": _FLOAT, "min_masking_rate": _FLOAT, "cond_dropout_prob": _FLOAT, "objective": _STR,
+    "image_coeff": _FLOAT, "changed_image_weight": _FLOAT, "min_masking_rate": _FLOAT, "cond_dropout_prob": _FLOAT, "objective": _STR,
     "mask_padding": _BOOL, "padding_bias": _BOOL, "max_skipped_updates": _INT, "param_dtype": _STR, "dtype": _STR,
     "remat_policy": _STR, "mesh": _STR, "seed": _INT, "out_dir": _STR, "save_every": _INT, "keep": _INT,
     "log_every": _INT, "peak_tflops_per_device": _FLOAT,
@@ -147,7 +152,8 @@ _RANGE = {
     "lr": (0, False, None, False), "min_lr_scale": (0, True, 1, True), "b1": (0, True, 1, False),
     "b2": (0, True, 1, False), "adam_eps": (0, False, None, False), "weight_decay": (0, True, None, False),
     "max_grad_norm": (0, False, None, False), "text_coeff": (0, True, None, False),
-    "image_coeff": (0, True, None, False), "min_masking_rate": (0, True, 1, False),
+    "image_coeff": (0, True, None, False), "changed_image_weight": (0, False, None, False),
+    "synthetic_t2i_fraction": (0, True, 1, True), "min_masking_rate": (0, True, 1, False),
     "cond_dropout_prob": (0, True, 1, True), "peak_tflops_per_device": (0, True, None, False),
 }
 _CHOICES = {"objective": OBJECTIVE_NAMES, "param_dtype": DTYPES, "dtype": DTYPES, "remat_policy": REMAT_POLICIES}

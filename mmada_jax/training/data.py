@@ -29,8 +29,11 @@ SYNTHETIC_DIR = "synthetic_data"
 
 def _synthetic_recipe(config: TrainConfig) -> dict:
     from ..data.synthetic import WORLD_VERSION
-    return {"synthetic": config.synthetic, "seed": config.seed, "image_size": config.synthetic_image_size,
-            "text_len": config.text_len, "world": WORLD_VERSION}
+    recipe = {"synthetic": config.synthetic, "seed": config.seed, "image_size": config.synthetic_image_size,
+              "text_len": config.text_len, "world": WORLD_VERSION}
+    if config.synthetic_t2i_fraction != 0.1:   # stamps written before the key existed mean 0.1
+        recipe["t2i_fraction"] = config.synthetic_t2i_fraction
+    return recipe
 
 
 def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], None]) -> Path:
@@ -48,7 +51,8 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
         except (OSError, ValueError) as e:
             raise records.DatasetError(f"{stamp}: unreadable ({e})") from None
         if made != recipe:
-            diff = ", ".join(f"{k}={made.get(k)!r} there, {v!r} now" for k, v in recipe.items() if made.get(k) != v)
+            diff = ", ".join(f"{k}={made.get(k)!r} there, {recipe.get(k)!r} now"
+                             for k in dict.fromkeys([*recipe, *made]) if made.get(k) != recipe.get(k))
             raise ConfigError(f"{folder} was generated with other settings ({diff}); use another out_dir")
         load_split(folder / "pretokenized", "train")   # checks it (errors name the file)
         log(f"reusing the synthetic data in {folder}")
@@ -58,7 +62,8 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{SYNTHETIC_DIR}.tmp-", dir=out_dir))
     try:
         log(f"writing {config.synthetic} synthetic examples to {folder}")
-        write_dataset(tmp / "raw", config.synthetic, seed=config.seed, size=config.synthetic_image_size)
+        write_dataset(tmp / "raw", config.synthetic, seed=config.seed, size=config.synthetic_image_size,
+                      t2i_fraction=config.synthetic_t2i_fraction)
         pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.model_config or config.checkpoint, vq=config.vq,
                     tokenizer=config.tokenizer, text_len=config.text_len, image_size=config.synthetic_image_size,
                     log=log)

@@ -85,6 +85,8 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
                           f"instruction out in the system turn)")
     if name == "parallel_a" and not config.padding_bias:
         raise ConfigError("padding_bias=false: only for MMaDA-Parallel-M (-A: mask_padding)")
+    if name == "parallel_a" and config.changed_image_weight != 1.0:
+        raise ConfigError(f"changed_image_weight={config.changed_image_weight}: only for MMaDA-Parallel-M")
     if name == "parallel_m":
         def loss(model, micro, key):
             b = micro["output_image_codes"].shape[0]
@@ -92,7 +94,8 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
                                       eps=config.min_masking_rate, cond_dropout_prob=config.cond_dropout_prob)
             return sft_m.sft_forward(model, inputs, num_image_tokens=n, text_len=length,
                                      text_coeff=config.text_coeff, image_coeff=config.image_coeff,
-                                     padding_bias=config.padding_bias)
+                                     padding_bias=config.padding_bias,
+                                     changed_image_weight=config.changed_image_weight)
         layout = LayoutM.for_training(n, n, length, config.instruction_budget)
         return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
 
