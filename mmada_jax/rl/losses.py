@@ -15,6 +15,10 @@ the gradient is that of ``-A logp``.
 Aggregation (``pararl.md`` §1.2: the 1/|tau_i(t)| token mean per step, then the mean over
 rollouts and steps): ``step_mean`` (default) averages the tokens of each (rollout, step) and then
 the (rollout, step) pairs that decoded anything; ``token_mean`` averages all tokens of the batch.
+UniGRPO's trainer (``pararl.md`` §4.3, TRL's names; one slot per rollout) offers ``grpo`` (= the
+step mean: each sequence's token mean, then the mean over sequences), ``bnpo`` (= the token mean)
+and ``dr_grpo`` (the token sum over rows x P, the fixed token-axis size: no per-sequence length
+normalisation).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import jax.numpy as jnp
 from .registry import lookup, registrar
 
 POLICY_LOSSES: dict[str, Callable] = {}
-AGGREGATIONS = ("step_mean", "token_mean")
+AGGREGATIONS = ("step_mean", "token_mean", "grpo", "bnpo", "dr_grpo")
 
 register = registrar(POLICY_LOSSES)
 
@@ -50,6 +54,9 @@ def k3_kl(logp, ref_logp):
 
 def aggregate(per_token, weights, how: str = "step_mean"):
     w = weights.astype(jnp.float32)
+    how = {"grpo": "step_mean", "bnpo": "token_mean"}.get(how, how)
+    if how == "dr_grpo":
+        return (per_token * w).sum() / w.size
     if how == "token_mean":
         return (per_token * w).sum() / jnp.maximum(w.sum(), 1.0)
     if how == "step_mean":

@@ -15,6 +15,8 @@ strings (the text decoded so far, special tokens dropped, runs of masked positio
   scale MMaDA reports), with a converted CLIP checkpoint (``checkpoint``; e.g. ViT-L/14, as the
   authors' code) and texts truncated to ``max_tokens`` (77) CLIP tokens (:class:`CLIPReward`;
   ``describe()`` says which model, resolution and scale produced the scores);
+* ``correctness``: UniGRPO's text and MMU reward, 2.0 for a final answer equal to the request's
+  ``answer`` and 0.5 for the ``<think>...</think>`` format (:mod:`.answers`);
 * ``callable``: a user's function ``"package.module:function"`` with the same signature, e.g.::
 
       def brightness(requests, texts, images):      # rewards brighter images
@@ -52,6 +54,21 @@ def synthetic_reward(**_) -> Reward:
     def score(requests, texts, images):
         return np.asarray([[output_alignment(text, image) for text, image in zip(row_texts, row_images)]
                            for row_texts, row_images in zip(texts, images)], np.float64)
+    return score
+
+
+@register("correctness")
+def correctness_reward(correct: float = 2.0, formatted: float = 0.5, field: str = "answer", **_) -> Reward:
+    """UniGRPO's text / MMU reward (:mod:`.answers`): ``correct`` (2.0) when the text's final
+    answer matches the request's ``field`` (``answer``), plus ``formatted`` (0.5) for the
+    ``<think>...</think>`` format."""
+    from .answers import correctness_scores
+
+    def score(requests, texts, images):
+        missing = [i for i, r in enumerate(requests) if field not in r]
+        if missing:
+            raise ValueError(f"the correctness reward reads {field!r} of every request; rollouts {missing[:5]} have none")
+        return correctness_scores(texts, [str(r[field]) for r in requests], correct=correct, formatted=formatted)
     return score
 
 

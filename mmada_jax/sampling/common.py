@@ -205,22 +205,22 @@ def text_decision(chunk_logits, vocab: int, shape, *, temperature: float, rnd: "
     is taken from the whole draw, so the decision is the one of all positions, at these).
     """
     from .vocab_chunks import reduce_vocab
-    noise = None
-    if temperature > 0:
-        dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
-        full = tuple(shape) + (vocab,)
+    dtype = gumbel_dtype or (jnp.float64 if exact else jnp.float32)
+    full = tuple(shape) + (vocab,)
 
-        def noise(start, size):
-            u = rnd.uniform_columns("u_text_gumbel", index, full, start, size, dtype)
-            return gumbel(u if positions is None else jnp.take_along_axis(u, positions[..., None], axis=1))
-    return reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature, noise=noise,
+    def noise(start, size):
+        u = rnd.uniform_columns("u_text_gumbel", index, full, start, size, dtype)
+        return gumbel(u if positions is None else jnp.take_along_axis(u, positions[..., None], axis=1))
+    return reduce_vocab(chunk_logits, vocab, exact=exact, temperature=temperature,
+                        noise=noise if temperature > 0 else None,
                         want_cond_lse=want_cond_lse)
 
 
-def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4) -> "TextDecision":
+def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4):
     """``decide`` run on the still-masked text positions only: the same decision where it is read.
 
-    ``decide(hidden [R, C, d], positions [B, C] | None) -> TextDecision [B, C]``; ``text_hidden``
+    ``decide(hidden [R, C, d], positions [B, C] | None) -> TextDecision [B, C]`` (its type:
+    :class:`~mmada_jax.sampling.vocab_chunks.TextDecision`); ``text_hidden``
     [R, T, d] holds the B rows' text hidden states (R = B, or 2B with guidance twins after them);
     ``is_mask`` [B, T]. A sampler only commits masked positions, and their number falls step by
     step, so the text head (most of a small model's step over a real vocabulary) need not see the
