@@ -11,7 +11,10 @@ import pytest
 from mmada_jax import ModelConfig, init_model
 from mmada_jax.rl.losses import aggregate
 from mmada_jax.rl.trajectory import token_logp
-from mmada_jax.rl.unigrpo import ResponseLayout, t2i_ratio, timesteps, unigrpo_batches
+from mmada_jax.mmada.layout import T2ILayout
+from mmada_jax.mmada.text import TextLayout
+from mmada_jax.parallel_m.layout import Layout as LayoutM
+from mmada_jax.rl.unigrpo import t2i_ratio, timesteps, unigrpo_batches
 
 MASK, OFFSET = 7, 100
 
@@ -36,7 +39,7 @@ def test_t2i_ratio_is_the_reference_cosine_remapping():
 
 @pytest.mark.parametrize("remap", [True, False])
 def test_masks_cover_the_response_at_the_scheduled_counts(remap):
-    layout = ResponseLayout(total=20, text_start=4, text_len=6, image_start=11, num_image_tokens=8)
+    layout = LayoutM(5, 8, 7)          # a joint layout: 6 generated text slots (after BOS), 8 codes
     b, mu = 5, 3
     rng = np.random.default_rng(0)
     ids = rng.integers(10, 60, (b, layout.total)).astype(np.int32)
@@ -46,7 +49,7 @@ def test_masks_cover_the_response_at_the_scheduled_counts(remap):
     ratios = timesteps(np.random.default_rng(1), b, mu) / 1000      # the same generator draws the starts first
     full = ids.copy()
     full[:, layout.image_positions()] = codes + OFFSET
-    text_at, image_at = layout.text_positions(), layout.image_positions()
+    text_at, image_at = layout.generated_text_positions(), layout.image_positions()
     prompt = np.setdiff1d(np.arange(layout.total), np.concatenate([text_at, image_at]))
     assert len(batches) == mu
     for n, batch in enumerate(batches):
@@ -65,8 +68,7 @@ def test_masks_cover_the_response_at_the_scheduled_counts(remap):
         np.testing.assert_array_equal(x["ids"], y["ids"])                  # masks are data from the seed
 
 
-@pytest.mark.parametrize("layout", [ResponseLayout(total=14, text_start=6, text_len=8),
-                                    ResponseLayout(total=15, image_start=5, num_image_tokens=9)], ids=["text", "t2i"])
+@pytest.mark.parametrize("layout", [TextLayout(6, 8), T2ILayout(4, 9)], ids=["text", "t2i"])
 def test_learner_logp_on_the_masked_response_equals_an_independent_forward(layout):
     model = init_model(ModelConfig.from_yaml("configs/mmada_tiny.yaml"), seed=3)
     t = model.config.tokens

@@ -16,8 +16,8 @@ import argparse
 import sys
 
 
-def parse(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m train.pararl", description=__doc__.split("\n\n")[0])
+def parse(argv=None, prog: str = "python -m train.pararl", doc: str = __doc__):
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the config")
     parser.add_argument("--compile-only", action="store_true",
@@ -28,8 +28,8 @@ def parse(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
+def main(argv=None, section: str = "pararl", prog: str = "python -m train.pararl", doc: str = __doc__) -> int:
+    args = parse(argv, prog, doc)
     overrides = list(args.overrides) + ([f"mesh={args.mesh}"] if args.mesh else [])
     if args.compile_only:
         from mmada_jax.cli_utils import use_fake_devices
@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     def run() -> int:
         from mmada_jax.rl.config import RLConfig
-        config = RLConfig.from_yaml(args.config, overrides)
+        config = RLConfig.from_yaml(args.config, overrides, section=section)
         if args.compile_only:
             from mmada_jax.rl.memory_plan import print_plan
             print_plan(config, args.search_rollouts)

@@ -24,6 +24,7 @@ class Request:
     id: str | None = None
     line: int | None = None           # where it came from (a JSONL line number)
     key: int | None = None            # its PRNG key index (default: its position in the run)
+    item: dict | None = None          # the prompt file's whole line (RL rewards read e.g. its answer)
 
     @property
     def name(self) -> str:

@@ -43,6 +43,11 @@ class T2ILayout:
     def image_positions(self) -> np.ndarray:
         return np.arange(self.image_start, self.image_end, dtype=np.int32)
 
+    def text_positions(self) -> np.ndarray:        # no text response (RL estimators read this)
+        return np.zeros(0, np.int32)
+
+    generated_text_positions = text_positions
+
 
 def image_part(tokens: TokenIds, image_ids, xp=np):
     """``<|soi|> image <|eoi|>``."""

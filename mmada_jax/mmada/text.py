@@ -52,9 +52,20 @@ class TextLayout:
     prompt_len: int
     gen_length: int
 
+    num_image_tokens = 0
+
     @property
     def total(self) -> int:
         return self.prompt_len + self.gen_length
+
+    # the response's positions, as the joint layouts name them (RL estimators read these)
+    def text_positions(self) -> np.ndarray:
+        return np.arange(self.prompt_len, self.total, dtype=np.int32)
+
+    generated_text_positions = text_positions
+
+    def image_positions(self) -> np.ndarray:
+        return np.zeros(0, np.int32)
 
 
 def _step(model, x, xs, consts, rnd, st: Static):

@@ -29,8 +29,10 @@ from .rollout import TEXT_VIEWS
 from .steps import MODES
 
 INPUT_PATH_KEYS = ("checkpoint", "model_config", "vq", "tokenizer", "prompts", "benchmark", "reward_checkpoint")
-ESTIMATORS = ("trajectory", "random_remask")
-TASKS = {"parallel_m": "mmada", "parallel_a": "dimoo"}     # task -> the checkpoint kind it runs
+ESTIMATORS = ("trajectory", "random_remask", "unigrpo")
+#: task -> the checkpoint kind it runs: the joint tasks (ParaRL) and base MMaDA's (UniGRPO)
+TASKS = {"parallel_m": "mmada", "parallel_a": "dimoo", "text": "mmada", "mmu": "mmada", "t2i": "mmada"}
+BASE_TASKS = ("text", "mmu", "t2i")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +41,8 @@ class RLConfig:
 
     # policy and prompts
     task: str = setting("parallel_m", "parallel_m (MMaDA-Parallel-M) or parallel_a (MMaDA-Parallel-A, editing "
-                                      "only: every prompt needs an input image)", choices=tuple(TASKS))
+                                      "only: every prompt needs an input image); base MMaDA (UniGRPO): text, "
+                                      "mmu (every prompt needs an input image) or t2i", choices=tuple(TASKS))
     checkpoint: str = setting("demo/parallel_m_shapes", "the SFT model: starting policy and frozen reference")
     model_config: str | None = setting(None, "a YAML model config: the architecture --compile-only plans for "
                                              "without the checkpoint (default: the checkpoint's)")
@@ -58,10 +61,16 @@ class RLConfig:
     steps_mode: str = setting("sampled", "sampled: s uniform steps per group; final: the last step only",
                               choices=MODES)
     estimator: str = setting("trajectory", "log-probabilities from the stored states (trajectory, Eq. 3) or from "
-                                           "random re-maskings of the final output (random_remask, App. D.2)",
-                             choices=ESTIMATORS)
+                                           "random re-maskings of the final output (random_remask, App. D.2), "
+                                           "or UniGRPO's scheduled re-maskings of the response, one per inner "
+                                           "update (unigrpo: the base tasks' estimator; rewards of the final "
+                                           "outputs, s = 1)", choices=ESTIMATORS)
+    unigrpo_timesteps: int = setting(1000, "unigrpo: T of Algorithm 1 (ratios t_n / T)", minimum=1)
+    t2i_remap: bool = setting(True, "unigrpo: image mask ratio cos(pi/2 * 0.9 * t_n / T) as the reference "
+                                    "code (false: t_n / T)")
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
-    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=("synthetic", "clip", "callable"))
+    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)",
+                          choices=("synthetic", "clip", "correctness", "callable"))
     reward_function: str = setting("", "for reward=callable: package.module:function")
     reward_checkpoint: str | None = setting(None, "for reward=clip: a converted CLIP checkpoint (convert_torch_weights.py "
                                                   "on a HF CLIPModel folder, e.g. openai/clip-vit-large-patch14)")
@@ -120,6 +129,9 @@ class RLConfig:
         self._check()
 
     def _check(self) -> None:
+        if self.task in BASE_TASKS and self.estimator != "unigrpo":
+            raise ConfigError(f"task={self.task} (base MMaDA) trains with estimator=unigrpo, not {self.estimator} "
+                              f"(its sampler records no steps)")
         if (self.prompts is None) == (self.synthetic <= 0):
             raise ConfigError("give exactly one prompt source: prompts (a JSONL) or synthetic=N")
         if self.reward == "callable" and not self.reward_function:
@@ -152,12 +164,17 @@ class RLConfig:
 
     def make_task(self):
         """The app task whose sampler rolls out (:mod:`mmada_jax.app.tasks`)."""
-        from ..app.tasks import ParallelA, ParallelM
-        return {"parallel_m": ParallelM, "parallel_a": ParallelA}[self.task]()
+        from ..app.tasks import TASKS as APP_TASKS
+        return APP_TASKS[self.task]()
 
     @property
     def micro_batch(self) -> int:
         return self.prompts_per_step * self.group_size // self.grad_accum
+
+    @property
+    def slots(self) -> int:
+        """Reward slots per rollout: the s recorded steps, one for the final output."""
+        return 1 if self.estimator == "unigrpo" or self.steps_mode == "final" else self.s
 
     @property
     def rollouts_per_step(self) -> int:
@@ -167,15 +184,26 @@ class RLConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides=()) -> "RLConfig":
+    def from_yaml(cls, path: str | Path, overrides=(), section: str = "pararl") -> "RLConfig":
+        """The config in ``path`` (its ``pararl:`` section; ``section="unigrpo"``: a ``unigrpo:``
+        section, whose unset keys take :data:`UNIGRPO_DEFAULTS`)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
-        data, sources = read_config_file(path, "pararl", set(fields), INPUT_PATH_KEYS, overrides)
+        data, sources = read_config_file(path, section, set(fields), INPUT_PATH_KEYS, overrides)
         for key, value in data.items():
             try:
                 _convert(fields[key], value)
             except ConfigError as e:
                 raise ConfigError(f"{sources[key]}: {e}") from None
+        if section == "unigrpo":
+            data = {**UNIGRPO_DEFAULTS, **data}
         return cls(**data)
+
+
+#: UniGRPO's defaults where they differ from ParaRL's (``pararl.md`` §3.1, §4.2, §5): MMaDA's
+#: stated AdamW lr 5e-5 with a cosine decay, the reference trainer's ``bnpo`` aggregation, one
+#: inner update (mu, not given; the bytecode's ``num_iterations``), beta 1e-4 (MMaDA-Parallel's
+#: statement of MMaDA's value; the bytecode's TRL default is 0.04), G = 8 (the bytecode's).
+UNIGRPO_DEFAULTS = {"estimator": "unigrpo", "task": "text", "aggregation": "bnpo", "lr": 5e-5, "reward": "correctness"}
 
 
 def _convert(field: dataclasses.Field, value):
@@ -191,7 +219,10 @@ def _convert(field: dataclasses.Field, value):
             raise bad
         return value
     base = kind.replace(" | None", "")
-    if base == "str":
+    if base == "bool":
+        if not isinstance(value, bool):
+            raise bad
+    elif base == "str":
         if not isinstance(value, str):
             raise bad
     elif base == "int":

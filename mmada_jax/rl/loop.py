@@ -48,9 +48,10 @@ from .advantages import advantages
 from .config import TASKS, RLConfig
 from .objective import LossOptions, make_objective, rollout_batch
 from .remask import remask_batch
-from .rollout import Rollouts, rollout
+from .rollout import Rollouts, final_rollout, rollout
 from .steps import draw_steps
 from .trajectory import step_batch, token_logp
+from .unigrpo import unigrpo_batches
 
 
 def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
@@ -67,7 +68,7 @@ def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
                 f"to {path.parent}")
             write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
     requests = [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
-                        if it.get("input_image") else None, id=it["id"]) for it in read_benchmark(path)]
+                        if it.get("input_image") else None, id=it["id"], item=it) for it in read_benchmark(path)]
     if config.make_task().needs_image:
         kept = [r for r in requests if r.image is not None]
         if not kept:
@@ -79,10 +80,13 @@ def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
 
 
 def optimizer_config(config: RLConfig):
-    """The fields the SFT optimizer reads, warm-up capped at the run's length."""
-    names = ("lr", "steps", "min_lr_scale", "b1", "b2", "adam_eps", "weight_decay", "max_grad_norm", "seed")
-    return types.SimpleNamespace(**{n: getattr(config, n) for n in names},
-                                 warmup_steps=min(config.warmup_steps, config.steps))
+    """The fields the SFT optimizer reads, warm-up capped at the run's length. The optimizer
+    counts updates: ``inner_updates`` per rollout batch, so its schedule's lengths (``steps``,
+    ``warmup_steps``, given in rollout batches) are scaled by it."""
+    names = ("lr", "min_lr_scale", "b1", "b2", "adam_eps", "weight_decay", "max_grad_norm", "seed")
+    mu = config.inner_updates
+    return types.SimpleNamespace(**{n: getattr(config, n) for n in names}, steps=config.steps * mu,
+                                 warmup_steps=min(config.warmup_steps, config.steps) * mu)
 
 
 def reference_leaf_dtype(leaf_dtype, dtype: str):
@@ -112,25 +116,35 @@ class _Policy:
 
 def _rollouts(config, task, pipe, requests, step: int, settings, options, log, mode=None, rng_tag=0) -> Rollouts:
     """Rollout batch ``step`` (``rng_tag`` 1: the calibration's): prompts, shared steps and noise
-    from (seed, step, tag) only."""
+    from (seed, step, tag) only. UniGRPO's rollouts keep their final outputs only."""
     rng = np.random.default_rng([config.seed, step, rng_tag])
     picks = rng.choice(len(requests), size=min(config.prompts_per_step, len(requests)), replace=False)
-    record = draw_steps(rng, len(picks), config.group_size, config.s, settings.text_steps,
-                        mode or config.steps_mode)
     keys = jax.random.split(jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), step), rng_tag),
                             len(picks) * config.group_size)
-    return rollout(task, pipe, [requests[i] for i in picks], config.group_size, record, keys, settings, options,
+    chosen = [requests[i] for i in picks]
+    if config.estimator == "unigrpo":
+        return final_rollout(task, pipe, chosen, config.group_size, keys, settings, options, log)
+    record = draw_steps(rng, len(picks), config.group_size, config.s, settings.text_steps,
+                        mode or config.steps_mode)
+    return rollout(task, pipe, chosen, config.group_size, record, keys, settings, options,
                    log, text_view=config.reward_text)
 
 
-def learner_batch(config, out, tokens, slots: int, step: int) -> dict:
-    """The estimator's inputs for a rollout batch ``out``: the recorded steps' states
-    (``trajectory``) or seeded re-maskings of the final outputs, one per recorded step slot
-    (``random_remask``)."""
+def learner_batches(config, out, tokens, slots: int, step: int) -> list[dict]:
+    """The estimator's inputs for a rollout batch ``out``, one per inner update: the recorded
+    steps' states (``trajectory``) or seeded re-maskings of the final outputs, one per recorded
+    step slot (``random_remask``), the same batch for every update; UniGRPO's scheduled
+    re-maskings of the response, a new one for each update (``unigrpo``)."""
+    rng = np.random.default_rng([config.seed, step, 2])
+    if config.estimator == "unigrpo":
+        return unigrpo_batches(out.ids, out.image_codes, out.pads, out.layout, config.inner_updates, tokens.mask_id,
+                               tokens.image_offset, rng, remap_image=config.t2i_remap, total=config.unigrpo_timesteps)
     if config.estimator == "random_remask":
-        return remask_batch(out.ids, out.image_codes, out.pads, out.layout, out.recording.steps.shape[1],
-                            tokens.mask_id, tokens.image_offset, np.random.default_rng([config.seed, step, 2]))
-    return step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
+        one = remask_batch(out.ids, out.image_codes, out.pads, out.layout, out.recording.steps.shape[1],
+                           tokens.mask_id, tokens.image_offset, rng)
+    else:
+        one = step_batch(out.recording, out.pads, out.layout, tokens.mask_id, tokens.image_offset, slots)
+    return [one] * config.inner_updates
 
 
 def calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir: Path, log) -> R.RewardStats:
@@ -174,10 +188,15 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = load_prompts(config, out_dir, log)
     tokens = pipe.config.tokens
-    slots = task.max_text_per_step(settings)
-    log(f"ParaRL: {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} rollouts per step, "
-        f"s={config.s if config.steps_mode == 'sampled' else 1} ({config.steps_mode}) of {settings.text_steps} "
-        f"steps, reward {config.reward}, beta {config.beta}, lr {config.lr}")
+    slots = task.max_text_per_step(settings) if hasattr(task, "max_text_per_step") else 0
+    if config.estimator == "unigrpo":
+        log(f"UniGRPO ({config.task}): {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} "
+            f"rollouts per step, {config.inner_updates} re-masking(s) of each response per step, reward "
+            f"{config.reward}, beta {config.beta}, lr {config.lr}")
+    else:
+        log(f"ParaRL: {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} rollouts per step, "
+            f"s={config.slots} ({config.steps_mode}) of {settings.text_steps} "
+            f"steps, reward {config.reward}, beta {config.beta}, lr {config.lr}")
 
     model = load_model(pipe.checkpoint, mesh=mesh, param_dtype=config.param_dtype, dtype=config.dtype,
                        remat_policy=config.remat_policy)[0]
@@ -187,12 +206,13 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     reference = frozen_reference(state["params"], config.reference_dtype or config.param_dtype)
     policy = _Policy(pipe, graphdef)
     checkpoints = RunCheckpoints(out_dir / "checkpoints", keep=config.keep, save_every=config.save_every)
-    if checkpoints.latest_step() is not None:
-        state = checkpoints.restore(checkpoints.latest_step(), abstract_like(state, shardings))
-        log(f"resumed from step {int(state['step'])} ({out_dir / 'checkpoints'})")
-    start = int(state["step"])
+    start = checkpoints.latest_step() or 0        # rollout batches done (the state counts updates)
+    if start:
+        state = checkpoints.restore(start, abstract_like(state, shardings))
+        log(f"resumed from step {start} ({out_dir / 'checkpoints'})")
     policy.use(state["params"])
-    stats = calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir, log)
+    stats = (None if config.estimator == "unigrpo" else     # UniGRPO: raw rewards, group-standardised
+             calibrate_reward(config, task, pipe, requests, reward, settings, options, out_dir, log))
 
     loss_options = LossOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(LossOptions)})
     logp_fn = jax.jit(lambda params, batch, layout: token_logp(nnx.merge(graphdef, params), batch, layout,
@@ -206,32 +226,39 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             t = time.perf_counter()
             ro = _rollouts(config, task, pipe, requests, step, settings, options, log)
             raw = R.score(reward, ro.requests, ro.texts, ro.images)
-            normalised = R.normalize(raw, stats)
+            normalised = raw if stats is None else R.normalize(raw, stats)
             adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
             out = ro.output
-            sb = learner_batch(config, out, tokens, slots, step)
-            forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
+            batches = learner_batches(config, out, tokens, slots, step)
             rollout_s = time.perf_counter() - t
             t = time.perf_counter()
-            # placed rows and the mesh in context: each device computes its rows, not the whole batch
-            forward = jax.device_put(forward, row_shardings(forward, mesh))
-            with jax.set_mesh(mesh):
-                ref_logp = np.asarray(logp_fn(reference, forward, out.layout))
-                current = np.asarray(logp_fn(state["params"], forward, out.layout))
-            batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
-            w = sb["weights"]
-            trajectory = config.estimator == "trajectory"     # else the sampler never saw the learner's inputs
-            gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean()) if trajectory else None
-            local = micro_batches(batch, config.grad_accum)
-            if jitted is None or objective_layout != out.layout:
-                objective_layout = out.layout
-                objective = make_objective(out.layout, loss_options, restrict_text)
-                b_shardings = batch_shardings(local, mesh)
-                with jax.set_mesh(mesh):
-                    jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings, b_shardings)
-            placed = {k: jax.device_put(v, b_shardings[k]) for k, v in local.items()}
+            updates, gap = [], None
+            for i, sb in enumerate(batches):
+                if i and sb is batches[0]:            # one batch for every inner update
+                    updates.append(updates[0])
+                    continue
+                forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
+                # placed rows and the mesh in context: each device computes its rows, not the whole batch
+                forward = jax.device_put(forward, row_shardings(forward, mesh))
+                with jax.set_mesh(mesh):      # the old policy's (the current weights) before any update
+                    ref_logp = np.asarray(logp_fn(reference, forward, out.layout))
+                    current = np.asarray(logp_fn(state["params"], forward, out.layout))
+                batch = rollout_batch(sb, adv, ref_logp, current if config.inner_updates > 1 else None)
+                if i == 0 and config.estimator == "trajectory":   # else the sampler never saw these inputs
+                    w = sb["weights"]
+                    gap = float(np.abs(current.reshape(w.shape) - sb["sampler_logp"])[w > 0].mean())
+                local = micro_batches(batch, config.grad_accum)
+                if jitted is None or objective_layout != out.layout:
+                    objective_layout = out.layout
+                    objective = make_objective(out.layout, loss_options, restrict_text)
+                    b_shardings = batch_shardings(local, mesh)
+                    with jax.set_mesh(mesh):
+                        jitted = jit_train_step(make_train_step(graphdef, opt_config, objective), shardings,
+                                                b_shardings)
+                updates.append({k: jax.device_put(v, b_shardings[k]) for k, v in local.items()})
+            trajectory = gap is not None
             with jax.set_mesh(mesh):         # traced under the mesh: the model's activation constraints apply
-                for _ in range(config.inner_updates):
+                for placed in updates:
                     state, metrics = jitted(state, placed)
             metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             policy.use(state["params"])
@@ -246,8 +273,8 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             row = {"step": step, **metrics, "reward_raw_mean": float(raw.mean()), "reward_mean": float(normalised.mean()),
                    **{f"reward_raw_slot{j}": float(raw[:, j].mean()) for j in range(raw.shape[1])},
                    **{f"reward_raw_slot{j}_std": float(raw[:, j].std()) for j in range(raw.shape[1])},
-                   "final_reward_raw": float(R.score(reward, ro.requests, [[x] for x in ro.final_texts],
-                                                     ro.final_images[:, None]).mean()),
+                   "final_reward_raw": float(raw.mean()) if config.estimator == "unigrpo" else
+                   float(R.score(reward, ro.requests, [[x] for x in ro.final_texts], ro.final_images[:, None]).mean()),
                    **({"logp_gap": gap} if trajectory else {}), "rollout_s": rollout_s, "learner_s": learner_s}
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
@@ -292,10 +319,12 @@ def sample_sheet(config, task, pipe, requests, settings, options, path: Path, lo
 
     from ..app.outputs import side_by_side
     picks = requests[:count]
-    ro = rollout(task, pipe, picks, 1, np.full((len(picks), 1), settings.text_steps - 1, np.int32),
-                 jax.random.split(jax.random.key(config.seed), len(picks)), settings, options, log)
-    panels = [side_by_side(Image.fromarray(img).resize((192, 192), Image.NEAREST), text, title=req.prompt)
-              for img, text, req in zip(ro.final_images, ro.final_texts, picks)]
+    ro = final_rollout(task, pipe, picks, 1, jax.random.split(jax.random.key(config.seed), len(picks)), settings,
+                       options, log)
+    images = ro.final_images if ro.final_images is not None else [None] * len(picks)
+    blank = Image.new("RGB", (192, 192), "white")          # text tasks: no image
+    panels = [side_by_side(blank if img is None else Image.fromarray(img).resize((192, 192), Image.NEAREST), text,
+                           title=req.prompt) for img, text, req in zip(images, ro.final_texts, picks)]
     sheet = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), "white")
     y = 0
     for p in panels:

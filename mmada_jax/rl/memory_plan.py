@@ -62,7 +62,7 @@ from ..sharding import make_mesh, parse_mesh
 from ..training.step import (batch_shardings, jit_train_step, make_train_step, optimizer, param_shardings,
                              row_shardings, state_shardings_for)
 from .config import TASKS, RLConfig
-from .loop import learner_batch, micro_batches, optimizer_config, reference_leaf_dtype
+from .loop import learner_batches, micro_batches, optimizer_config, reference_leaf_dtype
 from .objective import LossOptions, make_objective, rollout_batch
 from .steps import draw_steps
 from .trajectory import token_logp
@@ -149,7 +149,7 @@ def _learner_batch(config: RLConfig, layout, tokens, record_steps: np.ndarray, s
                     logp=zeros(b, s, length).astype(np.float32))
     out = types.SimpleNamespace(recording=rec, ids=zeros(b, length), image_codes=zeros(b, n), pads=zeros(b),
                                 layout=layout)
-    sb = learner_batch(config, out, tokens, slots, step=0)
+    sb = learner_batches(config, out, tokens, slots, step=0)[0]
     forward = {k: sb[k] for k in ("ids", "attention_mask", "position_ids", "text_positions", "targets")}
     logp = np.zeros(sb["targets"].shape, np.float32)
     batch = rollout_batch(sb, np.zeros((b, s), np.float32), logp, logp if config.inner_updates > 1 else None)

@@ -1,8 +1,9 @@
 """Rewards behind one interface, and ParaRL's reward normalisation (``pararl.md`` §1.3).
 
 A reward scores the (text, image) pairs of B rollouts at their s recorded steps:
-``reward(requests, texts, images) -> [B, s]`` raw scores, with ``requests`` the B requests (dicts:
-``instruction``, ``input_image`` when editing, whatever the reward needs), ``texts`` B lists of s
+``reward(requests, texts, images) -> [B, s]`` raw scores, with ``requests`` the B requests
+(:class:`~mmada_jax.app.requests.Request`: ``prompt``, ``image`` when editing, ``item`` the prompt
+file's whole line with whatever else the reward needs, e.g. an ``answer``), ``texts`` B lists of s
 strings (the text decoded so far, special tokens dropped, runs of masked positions written as
 ``<|mdm_mask|>``: :func:`~mmada_jax.rl.rollout.plain_text` removes them) and ``images`` uint8
 [B, s, H, W, 3] (the image predicted at the step, decoded by the VQ). Built-ins (:data:`REWARDS`):
@@ -65,10 +66,12 @@ def correctness_reward(correct: float = 2.0, formatted: float = 0.5, field: str 
     from .answers import correctness_scores
 
     def score(requests, texts, images):
-        missing = [i for i, r in enumerate(requests) if field not in r]
+        items = [r if isinstance(r, dict) else (getattr(r, "item", None) or {}) for r in requests]
+        missing = [i for i, it in enumerate(items) if field not in it]
         if missing:
-            raise ValueError(f"the correctness reward reads {field!r} of every request; rollouts {missing[:5]} have none")
-        return correctness_scores(texts, [str(r[field]) for r in requests], correct=correct, formatted=formatted)
+            raise ValueError(f"the correctness reward reads {field!r} of every request (the prompt file's lines); "
+                             f"rollouts {missing[:5]} have none")
+        return correctness_scores(texts, [str(it[field]) for it in items], correct=correct, formatted=formatted)
     return score
 
 

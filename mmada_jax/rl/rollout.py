@@ -13,6 +13,7 @@ import numpy as np
 
 from ..app.requests import Request
 from ..sampling.common import SamplerOutput
+from ..sequences import pad_rows
 from ..tokenizer import SPECIAL_STRINGS
 
 MASK_MARK = SPECIAL_STRINGS["mask"]      # the mask token's own string
@@ -47,9 +48,9 @@ class Rollouts:
     requests: list[Request]           # one per row
     output: SamplerOutput             # ``recording`` holds the recorded steps
     texts: list[list[str]]            # [B][s] the text decoded so far at each recorded step
-    images: np.ndarray                # [B, s, H, W, 3] uint8, the image predicted at each recorded step
-    final_texts: list[str]
-    final_images: np.ndarray          # [B, H, W, 3] uint8
+    images: np.ndarray | None         # [B, s, H, W, 3] uint8, the image predicted at each recorded step
+    final_texts: list[str]            # (None: a text task)
+    final_images: np.ndarray | None   # [B, H, W, 3] uint8
 
 
 TEXT_VIEWS = ("decoded", "predicted")
@@ -80,3 +81,46 @@ def rollout(task, pipe, requests: list[Request], group_size: int, record_steps: 
     texts = [[text_so_far(pipe.tokenizer, ids[i, j], mask_id) for j in range(s)] for i in range(b)]
     return Rollouts(rows, out, texts, images.reshape(b, s, *images.shape[1:]),
                     [pipe.tokenizer.decode(t) for t in out.text_ids], finals)
+
+
+JOINT_TASKS = ("parallel_m", "parallel_a")
+
+
+def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, settings, options,
+                  log=print) -> Rollouts:
+    """Rollouts scored on their final outputs only (UniGRPO: one reward slot, s = 1), of any task.
+
+    Joint tasks record their last step (:func:`rollout`). Base MMaDA's: ``t2i`` gives images
+    (the texts a reward reads are the prompts), ``text`` and ``mmu`` give texts (no images;
+    ``images`` is None). Text prompts of different token lengths are sampled in separate calls
+    (one per length) and left-padded to the longest for the learner: ``output.ids`` [B, L],
+    ``output.pads`` [B] and ``output.layout`` (:class:`~mmada_jax.mmada.text.TextLayout` of the
+    longest prompt) say where each row's response is."""
+    rows = [r for r in requests for _ in range(group_size)]
+    if task.name in JOINT_TASKS:
+        last = np.full((len(rows), 1), task.steps(settings) - 1, np.int32)
+        return rollout(task, pipe, requests, group_size, last, keys, settings, options, log)
+    if task.name == "t2i":
+        inputs = task.inputs(pipe, rows, settings, options, seed=0, log=log)
+        out = task.generate(pipe, inputs, settings, keys, False)
+        pixels = np.asarray(pipe.vq.to_uint8(pipe.vq.decode(np.asarray(out.image_codes), grid=task.grid(pipe, options))))
+        out.pads = np.zeros(len(rows), np.int32)
+        return Rollouts(rows, out, [[r.prompt] for r in rows], pixels[:, None], [r.prompt for r in rows], pixels)
+    # text / mmu: one sampler call per prompt length, rows put back in order, left-padded
+    prompts = [np.asarray(task.inputs(pipe, [r], settings, options, seed=0, log=log)[0][0]) for r in requests]
+    finals = [None] * len(rows)
+    for length in sorted({len(p) for p in prompts}):
+        which = [i for i, p in enumerate(prompts) if len(p) == length]
+        idx = [i * group_size + g for i in which for g in range(group_size)]
+        batch = np.stack([prompts[i] for i in which for _ in range(group_size)])
+        out = task.generate(pipe, (batch, None), settings, keys[np.asarray(idx)], False)
+        for row, ids in zip(idx, np.asarray(out.ids)):
+            finals[row] = ids
+    gen = out.layout.gen_length
+    longest = max(len(p) for p in prompts)
+    pads = np.asarray([longest - (len(f) - gen) for f in finals], np.int32)
+    ids = pad_rows(list(finals), pipe.config.tokens.pad_id, side="left")
+    from ..mmada.text import TextLayout
+    output = SamplerOutput(ids=ids, text_ids=ids[:, longest:], pads=pads, layout=TextLayout(longest, gen))
+    texts = [pipe.tokenizer.decode(t) for t in output.text_ids]
+    return Rollouts(rows, output, [[t] for t in texts], None, texts, None)

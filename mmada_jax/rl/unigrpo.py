@@ -26,35 +26,11 @@ learner, its objective and :func:`~mmada_jax.rl.trajectory.token_logp` run them 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from ..sampling.common import left_padding
 
 TIMESTEPS = 1000
-
-
-@dataclasses.dataclass(frozen=True)
-class ResponseLayout:
-    """Where a base task's response lies in its sequence of ``total`` tokens: a text answer of
-    ``text_len`` slots from ``text_start`` (text, MMU) and/or ``num_image_tokens`` image codes from
-    ``image_start`` (T2I); everything else is the prompt, never masked."""
-
-    total: int
-    text_start: int = 0
-    text_len: int = 0
-    image_start: int = 0
-    num_image_tokens: int = 0
-
-    def text_positions(self) -> np.ndarray:
-        return np.arange(self.text_start, self.text_start + self.text_len, dtype=np.int32)
-
-    def generated_text_positions(self) -> np.ndarray:
-        return self.text_positions()
-
-    def image_positions(self) -> np.ndarray:
-        return np.arange(self.image_start, self.image_start + self.num_image_tokens, dtype=np.int32)
 
 
 def timesteps(rng: np.random.Generator, rollouts: int, mu: int, total: int = TIMESTEPS) -> np.ndarray:
@@ -84,7 +60,8 @@ def unigrpo_batches(final_ids: np.ndarray, image_codes: np.ndarray | None, pads:
     """The learner's ``mu`` batches for B rollouts (module docstring). ``final_ids`` [B, L] the
     final sequences; ``image_codes`` [B, N] their output images as codes 0..K-1 (None when the
     layout has no image); ``layout``: ``generated_text_positions()`` and ``image_positions()``
-    (either may be empty)."""
+    (either may be empty: :class:`~mmada_jax.mmada.text.TextLayout` has no image,
+    :class:`~mmada_jax.mmada.layout.T2ILayout` no text; the joint layouts have both)."""
     text_at = np.asarray(layout.generated_text_positions(), np.int64)
     image_at = np.asarray(layout.image_positions(), np.int64)
     final_ids = np.array(final_ids)
