@@ -79,3 +79,12 @@ def test_base_tasks_need_the_unigrpo_estimator(tmp_path):
         RLConfig.from_yaml(_config(tmp_path, estimator="trajectory"), section="unigrpo")
     with pytest.raises(ConfigError, match="t2i_remap='yes' must be bool"):
         RLConfig.from_yaml(_config(tmp_path, t2i_remap="yes"), section="unigrpo")
+
+
+def test_8b_unigrpo_config_loads_with_the_papers_settings():
+    config = RLConfig.from_yaml(ROOT / "configs" / "mmada_8b_unigrpo.yaml", section="unigrpo")
+    assert (config.task, config.estimator, config.reward, config.aggregation) == ("text", "unigrpo", "correctness", "bnpo")
+    assert (config.lr, config.beta, config.group_size, config.epsilon, config.inner_updates) == (5e-5, 1e-4, 8, 0.2, 1)
+    settings, options = config.sampler_settings()
+    assert (settings.gen_length, settings.steps, settings.block_length, settings.temperature) == (256, 128, 64, 0.9)
+    assert options.thinking and config.model_config.endswith("configs/mmada_8b.yaml")
