@@ -53,3 +53,22 @@ def golden():
 def load_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
+
+
+def independent_token_logp(model, batch: dict, layout) -> np.ndarray:
+    """[R, P] log-probabilities of ``batch['targets']`` (the RL learner's batch) from the model's
+    whole-vocabulary logits in float64 numpy: what ``rl.trajectory.token_logp`` must give."""
+    import jax.numpy as jnp
+    t = model.config.tokens
+    hidden, _ = model.encode(jnp.asarray(batch["ids"]), jnp.asarray(batch["attention_mask"]), mask_mode="hard",
+                             position_ids=jnp.asarray(batch["position_ids"]))
+    logits = np.asarray(model.head(hidden), np.float64)
+
+    def log_softmax(x):
+        top = x.max(-1, keepdims=True)
+        return x - top - np.log(np.exp(x - top).sum(-1, keepdims=True))
+    text = log_softmax(logits[:, layout.generated_text_positions()])
+    image = log_softmax(logits[:, layout.image_positions(), t.image_offset:t.image_offset + t.codebook_size])
+    n = text.shape[1]
+    return np.concatenate([np.take_along_axis(text, batch["targets"][:, :n, None], -1)[..., 0],
+                           np.take_along_axis(image, batch["targets"][:, n:, None], -1)[..., 0]], -1)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import independent_token_logp
 from mmada_jax import ModelConfig, init_model
 from mmada_jax.parallel_a.layout import Layout as LayoutA
 from mmada_jax.parallel_m.layout import Layout as LayoutM
@@ -58,12 +59,5 @@ def test_learner_logp_on_remasked_inputs_equals_an_independent_forward():
     codes = rng.integers(0, t.codebook_size, (2, layout.num_image_tokens)).astype(np.int32)
     batch = remask_batch(ids, codes, np.asarray([0, 2]), layout, 2, t.mask_id, t.image_offset, rng)
     got = np.asarray(token_logp(model, {k: jnp.asarray(v) for k, v in batch.items()}, layout))
-    hidden, _ = model.encode(jnp.asarray(batch["ids"]), jnp.asarray(batch["attention_mask"]), mask_mode="hard",
-                             position_ids=jnp.asarray(batch["position_ids"]))
-    logits = np.asarray(model.head(hidden), np.float64)
-    lsm = lambda x: x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
-    text = lsm(logits[:, layout.generated_text_positions()])
-    image = lsm(logits[:, layout.image_positions(), t.image_offset:t.image_offset + t.codebook_size])
-    want = np.concatenate([np.take_along_axis(text, batch["targets"][:, :text.shape[1], None], -1)[..., 0],
-                           np.take_along_axis(image, batch["targets"][:, text.shape[1]:, None], -1)[..., 0]], -1)
+    want = independent_token_logp(model, batch, layout)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-4)
