@@ -82,3 +82,24 @@ def test_normalisation_is_the_papers_formula():
         calibrate(np.full(10, 7.0))
     with pytest.raises(ValueError, match="at least 2"):
         calibrate([1.0])
+
+
+def test_demo_world_base_task_rewards_score_scene_slots():
+    """synthetic_t2i: the share of the five slots the image shows as the line's output scene;
+    synthetic_mmu: the share a description states as its input scene (unstated slots are wrong)."""
+    from mmada_jax.app.requests import Request
+    from mmada_jax.evaluation.synthetic_judge import scene_to_dict
+    scene = syn.Scene("gray", ()).with_shapes({"top left": ("circle", "red"), "bottom right": ("square", "blue")})
+    other = scene.with_shapes({"top left": ("circle", "green"), "bottom right": ("square", "blue")})
+    line = {"id": "x", "output_scene": scene_to_dict(scene), "input_scene": scene_to_dict(scene)}
+    requests = [Request("Draw it.", item=line), line]                  # a Request or the line itself
+    t2i = get_reward("synthetic_t2i")
+    images = np.stack([np.stack([syn.render(scene), syn.render(other)])] * 2)
+    np.testing.assert_array_equal(score(t2i, requests, [["", ""]] * 2, images), [[100, 80]] * 2)
+    mmu = get_reward("synthetic_mmu")
+    desc = scene.slots()
+    texts = [[desc, other.slots(), desc.replace("bottom right: blue square", "bottom right: <|mdm_mask|>"),
+              "nothing to see"], [f"The image shows: {desc}.", "", desc.replace("gray", "white"), desc]]
+    np.testing.assert_array_equal(score(mmu, requests, texts, None), [[100, 80, 80, 0], [100, 0, 80, 100]])
+    with pytest.raises(ValueError, match="prompt line's 'input_scene'.*'y'"):
+        mmu([{"id": "y"}], [["x"]], None)

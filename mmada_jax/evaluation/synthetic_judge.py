@@ -412,14 +412,27 @@ def stated_slots(text: str) -> dict[str, Any]:
     markers = list(_RESULT_MARKER.finditer(text))
     if not markers:
         return {}
-    rest = text[markers[-1].end():]
+    return described_slots(text[markers[-1].end():], anchored=True)
+
+
+def described_slots(text: str, anchored: bool = False) -> dict[str, Any]:
+    """The slots a :meth:`~mmada_jax.data.synthetic.Scene.slots`-style description states
+    (``white background; top left: red circle; top right: no shape; ...``): the background and
+    each cell whose statement is complete. ``anchored``: the background must open the text."""
     found: dict[str, Any] = {}
-    if m := re.match(rf"({_BG}) background(?=;|\.|$)", rest):
+    if m := (re.match if anchored else re.search)(rf"({_BG}) background(?=;|\.|$)", text):
         found["background"] = m.group(1)
     for cell in syn.CELLS:
-        if m := re.search(rf"(?:^|; ){re.escape(cell)}: ({_SLOT})(?=;|\.|$)", rest):
+        if m := re.search(rf"(?:^|; ){re.escape(cell)}: ({_SLOT})(?=;|\.|$)", text):
             found[cell] = None if m.group(1) == syn.NO_SHAPE else tuple(m.group(1).split(" ")[::-1])
     return found
+
+
+def slot_accuracy(slots: dict[str, Any], truth: syn.Scene) -> float:
+    """0-100: the share of the five slots (background, four cells) that ``slots`` gets right
+    (a slot it does not state is wrong)."""
+    want = scene_slots(truth)
+    return 100.0 * sum(s in slots and slots[s] == want[s] for s in SLOTS) / len(SLOTS)
 
 
 def output_alignment(text: str, image, root: str | Path | None = None) -> float:

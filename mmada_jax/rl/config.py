@@ -70,7 +70,7 @@ class RLConfig:
                                     "code (false: t_n / T)")
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
     reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)",
-                          choices=("synthetic", "clip", "correctness", "callable"))
+                          choices=("synthetic", "synthetic_t2i", "synthetic_mmu", "clip", "correctness", "callable"))
     reward_function: str = setting("", "for reward=callable: package.module:function")
     reward_checkpoint: str | None = setting(None, "for reward=clip: a converted CLIP checkpoint (convert_torch_weights.py "
                                                   "on a HF CLIPModel folder, e.g. openai/clip-vit-large-patch14)")

@@ -16,6 +16,9 @@ strings (the text decoded so far, special tokens dropped, runs of masked positio
   scale MMaDA reports), with a converted CLIP checkpoint (``checkpoint``; e.g. ViT-L/14, as the
   authors' code) and texts truncated to ``max_tokens`` (77) CLIP tokens (:class:`CLIPReward`;
   ``describe()`` says which model, resolution and scale produced the scores);
+* ``synthetic_t2i`` / ``synthetic_mmu``: the demo world's base tasks: the share of the five scene
+  slots an image shows (T2I, against the line's ``output_scene``) or a description states (MMU,
+  against its ``input_scene``);
 * ``correctness``: UniGRPO's text and MMU reward, 2.0 for a final answer equal to the request's
   ``answer`` and 0.5 for the ``<think>...</think>`` format (:mod:`.answers`);
 * ``callable``: a user's function ``"package.module:function"`` with the same signature, e.g.::
@@ -55,6 +58,39 @@ def synthetic_reward(**_) -> Reward:
     def score(requests, texts, images):
         return np.asarray([[output_alignment(text, image) for text, image in zip(row_texts, row_images)]
                            for row_texts, row_images in zip(texts, images)], np.float64)
+    return score
+
+
+def _truth(request, key: str):
+    from ..evaluation.synthetic_judge import scene_from_dict
+    item = request if isinstance(request, dict) else (getattr(request, "item", None) or {})
+    if not item.get(key):
+        raise ValueError(f"this reward compares with the prompt line's {key!r} (a synthetic-world benchmark line); "
+                         f"request {getattr(request, 'id', None) or item.get('id')!r} has none")
+    return scene_from_dict(item[key])
+
+
+@register("synthetic_t2i")
+def synthetic_t2i_reward(**_) -> Reward:
+    """The demo world's T2I reward: the share (0-100) of the five scene slots the image shows as
+    the request's ``output_scene`` has them (the judge's pixel recognition)."""
+    from ..evaluation.synthetic_judge import recognize, slot_accuracy
+
+    def score(requests, texts, images):
+        return np.asarray([[slot_accuracy(recognize(image).slots, _truth(r, "output_scene")) for image in row]
+                           for r, row in zip(requests, images)], np.float64)
+    return score
+
+
+@register("synthetic_mmu")
+def synthetic_mmu_reward(**_) -> Reward:
+    """The demo world's MMU reward: the share (0-100) of the five scene slots the text's
+    description states as the request's ``input_scene`` has them."""
+    from ..evaluation.synthetic_judge import described_slots, slot_accuracy
+
+    def score(requests, texts, images):
+        return np.asarray([[slot_accuracy(described_slots(t), _truth(r, "input_scene")) for t in row]
+                           for r, row in zip(requests, texts)], np.float64)
     return score
 
 
