@@ -131,6 +131,12 @@ def test_sharded_run_equals_one_device(tmp_path, monkeypatch):
     parameter updates to 1% of the largest one (Adam divides each gradient by its own running
     scale, so float noise in a near-zero gradient element moves that element by a visible
     fraction of the learning rate)."""
+    sharded_runs_match_one_device(tmp_path, monkeypatch, lambda **over: RLConfig.from_yaml(_config(tmp_path, **over)))
+
+
+def sharded_runs_match_one_device(tmp_path, monkeypatch, make_config) -> None:
+    """Two steps of ``make_config(**overrides)`` on 1 device, fsdp=8 and data x fsdp x tensor agree
+    (see :func:`test_sharded_run_equals_one_device`)."""
     from mmada_jax import sharding
     from mmada_jax.rl import loop
 
@@ -145,8 +151,7 @@ def test_sharded_run_equals_one_device(tmp_path, monkeypatch):
     runs = {}
     for mesh in ("fsdp=1", "fsdp=8", "data=2,fsdp=2,tensor=2"):
         out = tmp_path / mesh.replace(",", "_").replace("=", "")
-        rows = loop.run_pararl(RLConfig.from_yaml(_config(tmp_path, mesh=mesh, steps=2, lr=1e-3, warmup_steps=2,
-                                                           out_dir=str(out))),
+        rows = loop.run_pararl(make_config(mesh=mesh, steps=2, lr=1e-3, warmup_steps=2, out_dir=str(out)),
                                log=lambda *_: None)
         params = nnx.to_pure_dict(nnx.state(load_model(out / "checkpoints" / "2")[0], nnx.Param))
         runs[mesh] = (rows, jax.tree.leaves(params))

@@ -88,3 +88,11 @@ def test_8b_unigrpo_config_loads_with_the_papers_settings():
     settings, options = config.sampler_settings()
     assert (settings.gen_length, settings.steps, settings.block_length, settings.temperature) == (256, 128, 64, 0.9)
     assert options.thinking and config.model_config.endswith("configs/mmada_8b.yaml")
+
+
+@pytest.mark.slow      # ~60 s: three runs (pytest -m slow)
+def test_sharded_unigrpo_equals_one_device(tmp_path, monkeypatch):
+    """Two UniGRPO text steps (two re-maskings each) on 8 fake devices match one device."""
+    from test_pararl_loop import sharded_runs_match_one_device
+    sharded_runs_match_one_device(tmp_path, monkeypatch, lambda **over: RLConfig.from_yaml(
+        _config(tmp_path, prompts_per_step=4, group_size=2, **over), section="unigrpo"))
