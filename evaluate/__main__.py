@@ -8,7 +8,10 @@ RISEBench's data_total.json (mmada_jax.evaluation.benchmarks). A rerun with the 
 and judges only what is missing. Without --checkpoint it runs the demo MMaDA-Parallel-M of the
 synthetic world (demo/parallel_m_shapes_pararl; with --model a: the tiny random -A test checkpoint).
 
-Judges: synthetic (the demo world's programmatic judge), vlm (ParaBench's six rubrics asked of an
+--task t2i|mmu samples base MMaDA's text-to-image or understanding task instead of the joint one.
+
+Judges: synthetic (the demo world's programmatic judge; synthetic_base for its base-task
+benchmarks: Scene Accuracy), vlm (ParaBench's six rubrics asked of an
 OpenAI-compatible VLM endpoint, e.g. GPT-4.1 as in the paper, with answers cached in
 OUT/judge_cache so a rerun is free), clip (CLIP scores). --samples-from RUN judges the samples of an
 earlier evaluation without a model. `compare` puts runs side by side (evaluate/compare.py).
@@ -63,7 +66,13 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
-    add_settings(p, subcommand_tasks("parallel"))
+    p.add_argument("--task", choices=["parallel", "t2i", "mmu"], default="parallel",
+                   help="what to sample: the joint text-and-image task (default), or base MMaDA's text-to-image "
+                        "or understanding task (e.g. the demo world's --base-task benchmarks, --judge synthetic_base); "
+                        "the sampler flags are that task's, as `python -m sample TASK`")
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", choices=["parallel", "t2i", "mmu"], default="parallel")
+    add_settings(p, subcommand_tasks(task.parse_known_args(argv)[0].task))
     return p.parse_args(argv)
 
 
@@ -115,7 +124,7 @@ def _run(args) -> int:
         print(f"no --checkpoint: using the demo model {DEMO['checkpoint']}")
         args.checkpoint = DEMO["checkpoint"]
     ckpt = open_checkpoint(args.checkpoint)
-    task, settings, options = choose_task("parallel", args, ckpt.kind)
+    task, settings, options = choose_task(args.task, args, ckpt.kind)
     vq = args.vq or ckpt.vq_dir
     if vq is None:
         raise ValueError("evaluate needs --vq (the image tokenizer checkpoint)")

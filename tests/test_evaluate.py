@@ -85,3 +85,20 @@ def test_judge_scores_ground_truth_100(tmp_path):
         assert ex.id == item["id"]
         result = judge_sample(judge, item, ex.reasoning, ex.output_image)
         assert result["scores"] and all(v == 100.0 for v in result["scores"].values()), (item, result)
+
+
+@pytest.mark.parametrize("task, flags", [("t2i", ("--steps", 2, "--resolution", 64)),
+                                         ("mmu", ("--gen-length", 8, "--steps", 4, "--resolution", 64))])
+def test_base_task_benchmark_evaluates_with_scene_accuracy(tmp_path, task, flags):
+    """``--task t2i|mmu`` samples base MMaDA's task on the world's base-task benchmark and the
+    synthetic_base judge scores Scene Accuracy (the tiny random model scores low, not NaN)."""
+    from mmada_jax.evaluation.synthetic_judge import write_base_benchmark
+    bench = write_base_benchmark(tmp_path / "bench", 2, task, seed=1)
+    out = tmp_path / "out"
+    r = _evaluate("--benchmark", bench, "--task", task, "--judge", "synthetic_base", "--out", out, *flags)
+    assert r.returncode == 0, r.stderr
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [x["category"] for x in results] == [task, task]
+    for res in results:
+        assert set(res["scores"]) == {"Scene Accuracy", "Overall"} and 0 <= res["scores"]["Scene Accuracy"] <= 100
+    assert (out / "summary.md").read_text().splitlines()[0].startswith("| Category | N | Scene Accuracy | Overall")

@@ -289,3 +289,29 @@ def test_blank_image_is_not_a_scene(judge):
     plain = np.zeros((SIZE, SIZE, 3), np.uint8) + np.uint8([200, 0, 200])   # a colour no background has
     s = _score(judge, ex, image=plain)
     assert s["Image Quality"] == 0 and s["Image Alignment"] == 0 and s["Image Consistency"] == 0
+
+
+def test_base_task_benchmark_and_judge(tmp_path):
+    """The world's base-task benchmarks (t2i: a drawing request and its scene; mmu: an image, the
+    question and the scene's slot description) and their judge: ground truth 100, one wrong slot
+    80, an unstated slot wrong, another task's item an error."""
+    from mmada_jax.evaluation.synthetic_judge import BaseTaskJudge, scene_from_dict, write_base_benchmark
+    judge = BaseTaskJudge(root=tmp_path / "mmu")
+    t2i = [json.loads(x) for x in write_base_benchmark(tmp_path / "t2i", 3, "t2i").read_text().splitlines()]
+    mmu = [json.loads(x) for x in write_base_benchmark(tmp_path / "mmu", 3, "mmu").read_text().splitlines()]
+    assert len({it["instruction"] for it in t2i}) == 3 and all(it["instruction"] and not it["input_image"] for it in t2i)
+    for it in t2i:
+        scene = scene_from_dict(it["output_scene"])
+        assert scene.describe() in it["instruction"]
+        assert judge.score(it, "", syn.render(scene))["scores"]["Scene Accuracy"] == 100.0
+        other = scene.with_shapes(scene.by_cell(), background="black" if scene.background != "black" else "white")
+        assert judge.score(it, "", syn.render(other))["scores"]["Scene Accuracy"] == 80.0
+    for it in mmu:
+        scene = scene_from_dict(it["input_scene"])
+        assert it["answer"] == scene.slots() and (tmp_path / "mmu" / it["input_image"]).is_file()
+        assert judge.score(it, it["answer"], None)["scores"] == {"Scene Accuracy": 100.0, "Overall": 100.0}
+        cut = it["answer"].split("; bottom right:")[0]                  # the last cell unstated
+        got = judge.score(it, cut, None)
+        assert got["scores"]["Scene Accuracy"] == 80.0 and "not stated" in got["reasons"]["Scene Accuracy"]
+    with pytest.raises(ValueError, match="scores t2i and mmu items, not 'recolor'"):
+        judge.score({"id": "e", "category": "recolor"}, "", None)

@@ -1,12 +1,14 @@
 """python -m train.synthetic OUT_DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
 python -m train.synthetic --benchmark DIR --num N --seed S [--generation M] [--size 64] [--t2i-fraction 0.1]
+python -m train.synthetic --benchmark DIR --num N --seed S --base-task t2i|mmu
 
 Write a synthetic simple-shapes editing dataset (OUT_DIR/examples.jsonl + OUT_DIR/images/*.png);
 see mmada_jax.data.synthetic. With --benchmark: an evaluation benchmark instead
 (DIR/benchmark.jsonl, one item with its ground-truth scenes per line, see
 mmada_jax.evaluation.synthetic_judge, and the input images DIR/images/*_in.png) for
 `python -m evaluate --benchmark DIR/benchmark.jsonl --judge synthetic`; with --generation M, N
-editing items and M generation items.
+editing items and M generation items. --base-task: items of base MMaDA's text-to-image or
+understanding task of the world instead, for `python -m evaluate --task t2i|mmu --judge synthetic_base`.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
     p.add_argument("--t2i-fraction", type=float, default=0.1,
                    help="fraction of examples without input image and/or instruction (default 0.1)")
+    p.add_argument("--base-task", choices=["t2i", "mmu"], default=None,
+                   help="with --benchmark: items of base MMaDA's t2i or mmu task")
     args = p.parse_args(argv)
     if (args.out_dir is None) == (args.benchmark is None):
         p.error("give either OUT_DIR (a training dataset) or --benchmark DIR")
-    if args.generation is not None and args.benchmark is None:
-        p.error("--generation is for --benchmark")
+    if (args.generation is not None or args.base_task) and args.benchmark is None:
+        p.error("--generation and --base-task are for --benchmark")
     from mmada_jax.data.synthetic import write_dataset
     t0 = time.perf_counter()
     try:
-        if args.benchmark is not None:
+        if args.base_task:
+            from mmada_jax.evaluation.synthetic_judge import write_base_benchmark
+            path = write_base_benchmark(args.benchmark, args.num, args.base_task, seed=args.seed, size=args.size)
+        elif args.benchmark is not None:
             from mmada_jax.evaluation.synthetic_judge import write_benchmark
             path = write_benchmark(args.benchmark, args.num, seed=args.seed, size=args.size,
                                    t2i_fraction=args.t2i_fraction, generation=args.generation)

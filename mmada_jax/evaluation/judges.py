@@ -48,9 +48,10 @@ def register_judge(name: str):
 def judges() -> dict[str, type]:
     """Every judge by name: the built-in ones, then those registered by users."""
     from .clip_judge import CLIPJudge
-    from .synthetic_judge import SyntheticJudge
+    from .synthetic_judge import BaseTaskJudge, SyntheticJudge
     from .vlm_judge import VLMJudge
-    return {"synthetic": SyntheticJudge, "vlm": VLMJudge, "clip": CLIPJudge, **JUDGES}
+    return {"synthetic": SyntheticJudge, "synthetic_base": BaseTaskJudge, "vlm": VLMJudge, "clip": CLIPJudge,
+            **JUDGES}
 
 
 def get_judge(name: str, **options) -> Judge:

@@ -524,6 +524,67 @@ class SyntheticJudge:
         return {"scores": scores, "reasons": reasons}
 
 
+class BaseTaskJudge:
+    """The demo world's base MMaDA tasks (``python -m train.synthetic --benchmark DIR --base-task``):
+    ``Scene Accuracy``, the share (0-100) of the five scene slots that a ``t2i`` item's image shows
+    as its ``output_scene`` has them (pixel recognition), or that an ``mmu`` item's text describes as
+    its ``input_scene`` has them (:func:`described_slots`); ``Overall`` equals it."""
+
+    metrics = ("Scene Accuracy", "Overall")
+
+    def __init__(self, root: str | Path | None = None, **_):
+        self.root = root
+
+    def score(self, item: dict, text: str, image) -> dict:
+        task = item.get("task") or item.get("category")
+        if task == "t2i":
+            got, want = recognize(image, self.root).slots, scene_slots(scene_from_dict(item["output_scene"]))
+        elif task == "mmu":
+            got, want = described_slots(text), scene_slots(scene_from_dict(item["input_scene"]))
+            got = {s: got.get(s, "(not stated)") for s in SLOTS}
+        else:
+            raise ValueError(f"item {item.get('id')!r}: the synthetic_base judge scores t2i and mmu items, "
+                             f"not {task!r}")
+        score, why = _compare(got, want, SLOTS)
+        return {"scores": {"Scene Accuracy": score, "Overall": score},
+                "reasons": {"Scene Accuracy": why, "Overall": "= Scene Accuracy"}}
+
+
+BASE_TASKS = ("t2i", "mmu")
+MMU_QUESTION = "Describe the image."
+
+
+def write_base_benchmark(out_dir: str | Path, num: int, task: str, seed: int = 0, size: int = 64) -> Path:
+    """``num`` items of a base MMaDA task of the world to ``out_dir/benchmark.jsonl``: ``t2i`` (a
+    drawing request of a random scene; ground truth ``output_scene``) or ``mmu`` (an image of a
+    random scene, the question :data:`MMU_QUESTION`, ground truth ``input_scene`` and the
+    ``answer``: the scene's slot description). Item ``i`` depends only on (seed, i)."""
+    if task not in BASE_TASKS:
+        raise ValueError(f"base task {task!r}; known: {BASE_TASKS}")
+    if num < 0:
+        raise ValueError(f"--num must be >= 0, got {num}")
+    out_dir = Path(out_dir)
+    path = out_dir / "benchmark.jsonl"
+    if path.exists():
+        raise ValueError(f"{path} exists: write the benchmark to another folder")
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(num):
+            rng = np.random.default_rng([seed, i, BASE_TASKS.index(task)])
+            scene = syn.random_scene(rng)
+            item = {"id": f"{task}{i:06d}", "category": task, "task": task}
+            if task == "t2i":
+                template = syn.TEMPLATES["t2i"][int(rng.integers(len(syn.TEMPLATES["t2i"])))]
+                item.update(instruction=template.format(scene=scene.describe()), input_image=None,
+                            output_scene=scene_to_dict(scene))
+            else:
+                item.update(instruction=MMU_QUESTION, input_image=f"images/{item['id']}_in.png",
+                            input_scene=scene_to_dict(scene), answer=scene.slots())
+                Image.fromarray(syn.render(scene, size)).save(out_dir / item["input_image"])
+            f.write(json.dumps(item) + "\n")
+    return path
+
+
 def write_benchmark(out_dir: str | Path, num: int, seed: int = 0, size: int = 64,
                     t2i_fraction: float = 0.1, generation: int | None = None) -> Path:
     """Write ``num`` benchmark items to ``out_dir/benchmark.jsonl`` and their input images to
