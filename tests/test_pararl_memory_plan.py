@@ -1,6 +1,6 @@
-"""The ParaRL AOT memory plan (``mmada_jax.rl.memory_plan``, ``train.pararl --compile-only``) on a
-scaled-down MMaDA-Parallel-M / -A architecture (the 8B token tables, 2 layers of width 64) over
-the session's 8 fake CPU devices, and the 8B ParaRL configs."""
+"""The ParaRL / UniGRPO AOT memory plan (``mmada_jax.rl.memory_plan``, ``train.pararl --compile-only``)
+on scaled-down MMaDA-Parallel-M / -A / MMaDA-8B architectures (the 8B token tables, 2 layers of
+width 64) over the session's 8 fake CPU devices, and the 8B ParaRL configs."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ TASKS = {
                    {"resolution": 128, "pad_instruction": 16}),
     "parallel_a": ("mmada_parallel_a.yaml", {"text_len": 32, "text_steps": 8, "image_steps": 4},
                    {"height": 128, "width": 128, "input_size": 64}),
+    "text": ("mmada_8b.yaml", {"gen_length": 32, "steps": 8, "block_length": 16}, {"max_prompt_tokens": 24}),
+    "mmu": ("mmada_8b.yaml", {"gen_length": 32, "steps": 8}, {"max_prompt_tokens": 24, "resolution": 64}),
+    "t2i": ("mmada_8b.yaml", {"steps": 4}, {"resolution": 128, "max_text_len": 24}),
 }
 
 
@@ -77,6 +80,20 @@ def test_random_remask_estimator_plans_its_own_learner_batch(tmp_path):
     assert remask["sampler"] == trajectory["sampler"]
     for name in ("reference_forward", "policy_forward", "train_step"):
         assert remask[name]["extra"] > trajectory[name]["extra"], name
+
+
+@pytest.mark.parametrize("task", ["text", "t2i", pytest.param("mmu", marks=pytest.mark.slow)])
+def test_unigrpo_plans_base_tasks(tmp_path, task):
+    """UniGRPO of base MMaDA: the task's own sampler, one learner row per rollout (the response
+    re-masked), the same phases; more rollouts need more in the learner (the tiny text sampler's
+    ~1 MB is the CPU compiler's layout choice, not a function of the rows)."""
+    config = _config(tmp_path, task, estimator="unigrpo", s=1)
+    p = plan(config)
+    assert p["task"] == task and p["rollouts"] == 8 and p["s"] == 1
+    for name in PHASES:
+        assert p[name]["temporaries"] > 0 and p[name]["extra"] > 0, name
+    bigger = plan(config, prompts_per_step=8)
+    assert all(bigger[name]["extra"] > p[name]["extra"] for name in ("reference_forward", "train_step"))
 
 
 def test_more_fsdp_shards_hold_fewer_parameter_bytes(tmp_path):

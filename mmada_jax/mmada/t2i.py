@@ -81,6 +81,17 @@ def generate_t2i(model, input_ids, uncond_input_ids=None, *, layout: T2ILayout, 
     argument, which must equal ``max_text_len``). Returns the final sequences and ``image_codes``
     [B, N] (the codes of the last step, every position filled).
     """
+    args = prepare(model, input_ids, uncond_input_ids, layout=layout, settings=settings, seed=seed, tape=tape,
+                   exact=exact, return_trajectory=return_trajectory, **overrides)
+    final, (sampled, traj) = run_scan(model, _step, *args)
+    return SamplerOutput(ids=np.asarray(final), image_codes=np.asarray(sampled[-1]), layout=layout,
+                         trajectory=None if traj is None else np.asarray(traj))
+
+
+def prepare(model, input_ids, uncond_input_ids=None, *, layout: T2ILayout, settings: T2ISettings | None = None,
+            seed=0, tape=None, exact: bool | None = None, return_trajectory: bool = False, **overrides):
+    """The arguments of :func:`~mmada_jax.sampling.runner.run_scan` for one run: (static, initial
+    carry, per-step inputs, constants, randomness, exact)."""
     s = resolve(T2ISettings, settings, **overrides)
     x = np.asarray(input_ids, np.int32)
     t = model.config.tokens
@@ -96,6 +107,4 @@ def generate_t2i(model, input_ids, uncond_input_ids=None, *, layout: T2ILayout, 
     temps = temperature_schedule(s.temperature, s.steps, s.temperature_mode)
     static = Static(s, layout, t, exact, return_trajectory)
     xs = (np.arange(s.steps, dtype=np.int32), caps, temps)
-    final, (sampled, traj) = run_scan(model, _step, static, x, xs, consts, as_randomness(seed, x.shape[0], tape), exact)
-    return SamplerOutput(ids=np.asarray(final), image_codes=np.asarray(sampled[-1]), layout=layout,
-                         trajectory=None if traj is None else np.asarray(traj))
+    return static, x, xs, consts, as_randomness(seed, x.shape[0], tape), exact

@@ -106,6 +106,18 @@ def generate_text(model, prompt_ids, *, settings: TextSettings | None = None, se
     ``u_text_random`` [S, B, bl]). Returns the full sequences [B, P + gen_length] and, with
     ``return_trajectory``, the sequence after every step.
     """
+    args = prepare(model, prompt_ids, settings=settings, seed=seed, tape=tape, exact=exact,
+                   return_trajectory=return_trajectory, **overrides)
+    final, traj = run_scan(model, _step, *args)
+    p = args[0].layout.prompt_len
+    return SamplerOutput(ids=np.asarray(final), trajectory=None if traj is None else np.asarray(traj),
+                         text_ids=np.asarray(final)[:, p:], layout=args[0].layout)
+
+
+def prepare(model, prompt_ids, *, settings: TextSettings | None = None, seed=0, tape=None, exact: bool | None = None,
+            return_trajectory: bool = False, **overrides):
+    """The arguments of :func:`~mmada_jax.sampling.runner.run_scan` for one run: (static, initial
+    carry, per-step inputs, constants, randomness, exact)."""
     s = resolve(TextSettings, settings, **overrides).resolved()
     gen_length, block_length, steps = s.gen_length, s.block_length, s.steps
     prompt_ids = np.asarray(prompt_ids, np.int32)
@@ -129,7 +141,6 @@ def generate_text(model, prompt_ids, *, settings: TextSettings | None = None, se
     k = np.concatenate([num_transfer_tokens(per_block[:, j], spb) for j in range(blocks)], axis=1)
     static = Static(s, TextLayout(p, gen_length), model.config.tokens, exact, return_trajectory)
     xs = (np.arange(steps, dtype=np.int32), k.T.astype(np.int32))
-    final, traj = run_scan(model, _step, static, x, xs, {}, as_randomness(seed, x.shape[0], tape), exact)
-    return SamplerOutput(ids=np.asarray(final), trajectory=None if traj is None else np.asarray(traj),
-                         text_ids=np.asarray(final)[:, p:], layout=static.layout)
+    return static, x, xs, {}, as_randomness(seed, x.shape[0], tape), exact
+
 

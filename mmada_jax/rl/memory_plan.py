@@ -116,6 +116,23 @@ def _sampler_args(config: RLConfig, model, settings, options, record_steps: np.n
     task's sampler on B copies of the representative prompt."""
     t = model.config.tokens
     b = record_steps.shape[0]
+    if config.task == "t2i":
+        from ..mmada.layout import T2ILayout
+        from ..mmada.prompts import t2i_gen_prompt
+        from ..mmada.t2i import _step, prepare
+        side = (options.resolution or 512) // DOWNSAMPLE
+        layout = T2ILayout(options.max_text_len, side * side)
+        ids, _, uids, _ = t2i_gen_prompt(t, [[TEXT_ID] * (options.max_text_len - 2)] * b, layout.num_image_tokens,
+                                         options.max_text_len)
+        return _step, prepare(model, ids, uids, layout=layout, settings=settings, seed=0), layout
+    if config.task in ("text", "mmu"):
+        from ..mmada.prompts import mmu_question
+        from ..mmada.text import _step, prepare
+        chat = [TEXT_ID] * options.max_prompt_tokens
+        prompt = (mmu_question(t, np.full(((options.resolution or 512) // DOWNSAMPLE) ** 2, t.image_offset, np.int32),
+                               chat) if config.task == "mmu" else np.asarray(chat, np.int32))
+        args = prepare(model, np.stack([prompt] * b), settings=settings, seed=0)
+        return _step, args, args[0].layout
     if config.task == "parallel_m":
         from ..parallel_m.prompts import inference_prompt
         from ..parallel_m.sampler import _step, prepare
@@ -144,9 +161,9 @@ def _learner_batch(config: RLConfig, layout, tokens, record_steps: np.ndarray, s
     b, s = record_steps.shape
     n, length = layout.num_image_tokens, layout.total
     zeros = lambda *shape: np.zeros(shape, np.int32)
-    rec = Recording(steps=record_steps, before=zeros(b, s, length), after=zeros(b, s, length),
-                    image_codes=zeros(b, s, n), text_ids=zeros(b, s, len(layout.text_positions())),
-                    logp=zeros(b, s, length).astype(np.float32))
+    rec = None if config.estimator == "unigrpo" else Recording(
+        steps=record_steps, before=zeros(b, s, length), after=zeros(b, s, length), image_codes=zeros(b, s, n),
+        text_ids=zeros(b, s, len(layout.text_positions())), logp=zeros(b, s, length).astype(np.float32))
     out = types.SimpleNamespace(recording=rec, ids=zeros(b, length), image_codes=zeros(b, n), pads=zeros(b),
                                 layout=layout)
     sb = learner_batches(config, out, tokens, slots, step=0)[0]
@@ -213,8 +230,9 @@ def plan(config: RLConfig, prompts_per_step: int | None = None) -> dict:
     settings, options = config.sampler_settings()
     restrict_text = bool(getattr(settings, "restrict_text", False))
     rng = np.random.default_rng(config.seed)
-    record_steps = draw_steps(rng, config.prompts_per_step, config.group_size, config.s, settings.text_steps,
-                              config.steps_mode)
+    steps = task.steps(settings)
+    record_steps = draw_steps(rng, config.prompts_per_step, config.group_size, config.slots, steps,
+                              "final" if config.estimator == "unigrpo" else config.steps_mode)
     b, s = record_steps.shape
     kept = st.bytes
     reference_dtype = config.reference_dtype or config.param_dtype
@@ -224,7 +242,8 @@ def plan(config: RLConfig, prompts_per_step: int | None = None) -> dict:
     sampler = lower_abstract(graphdef, params, mesh, step_fn, *args).compile()
 
     # the log-probability forwards on the learner's states, then the train step
-    forward, micro = _learner_batch(config, layout, model.config.tokens, record_steps, task.max_text_per_step(settings))
+    slots = task.max_text_per_step(settings) if hasattr(task, "max_text_per_step") else 0
+    forward, micro = _learner_batch(config, layout, model.config.tokens, record_steps, slots)
     forward = _abstract(forward, row_shardings(forward, mesh))
     logp = jax.jit(lambda p, batch: token_logp(nnx.merge(graphdef, p), batch, layout, restrict_text))
     loss_options = LossOptions(**{f.name: getattr(config, f.name) for f in dataclasses.fields(LossOptions)})
@@ -244,7 +263,7 @@ def plan(config: RLConfig, prompts_per_step: int | None = None) -> dict:
     out["peak"] = kept["total"] + max(out[k]["extra"] for k in PHASES)
     out.update(devices=mesh.size, mesh=dict(mesh.shape), params=st.model_config.num_params(), task=config.task,
                prompts_per_step=config.prompts_per_step, group_size=config.group_size, rollouts=b, s=s,
-               grad_accum=config.grad_accum, sequence_length=layout.total, text_steps=settings.text_steps,
+               grad_accum=config.grad_accum, sequence_length=layout.total, text_steps=steps,
                reference_dtype=reference_dtype)
     return out
 
