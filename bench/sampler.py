@@ -10,12 +10,14 @@ is, and with the step cache; all in one run.
         --text-tokens 96 --steps 96 --image-steps 20 --text-cfg 0 --image-cfg 0 --batch 1,25 --variants ours,cached
 
 Variants: ``baseline`` (batched XLA attention, the text decision over the whole vocabulary in one
-piece: what the sampler did before issue 15), ``ours`` (the defaults: attention one row at a time
-on CPU, the text decision in cache-sized vocabulary chunks) and ``cached`` (``ours`` with the step
+piece on every text position: what the sampler did before issue 15), ``ours`` (the defaults:
+attention one row at a time on CPU, the text decision in cache-sized vocabulary chunks on the
+still-masked positions only, ``sampling.common.on_masked``) and ``cached`` (``ours`` with the step
 cache, ``--cache-*``). Prints per batch size: seconds per trajectory, samples/s, its ratio to the
 first batch size (batching pays off when B=8 gives more samples/s than B=1) and to the baseline and
-to ``ours`` at the same B (when measured before it); for uncached variants the trajectory's matmul GFLOP (mmada_jax.flops: the forward of the
-cond+uncond rows, the text head every step, the image head on image steps), achieved GFLOP/s and
+to ``ours`` at the same B (when measured before it); for uncached variants the trajectory's matmul
+GFLOP (mmada_jax.flops: the forward of the cond+uncond rows, the text head every step on the
+positions it runs on, the image head on image steps), achieved GFLOP/s and
 the share of the dtype's peak, next to a plain 2048^3 matmul's rate measured in the same run (what
 these cores reach at all); with --loop the Python-loop time and the loop/scan ratio; with
 --compile-steps the compile time of the scan program at those step counts (it must stay flat).
@@ -38,7 +40,8 @@ from mmada_jax import ModelConfig, init_model, load_model
 from mmada_jax.flops import forward_flops, peak_flops
 from mmada_jax.parallel_m import inference_prompt
 from mmada_jax.parallel_m import sampler as par
-from mmada_jax.sampling import vocab_chunks
+from mmada_jax.sampling import common, vocab_chunks
+from mmada_jax.sampling.common import num_transfer_tokens
 from mmada_jax.sampling.runner import lower_scan, run_scan
 
 
@@ -59,10 +62,11 @@ def build(args, dtype: str = "float32", attention: str = "auto") -> tuple:
     return model, rows
 
 
-VARIANTS = {   # name -> (attention implementation, vocabulary chunk (None: chunk_size, 0: whole), cached)
-    "baseline": ("xla", 0, False),
-    "ours": ("auto", None, False),
-    "cached": ("auto", None, True),
+VARIANTS = {   # name -> (attention implementation, vocabulary chunk (None: chunk_size, 0: whole), cached,
+               #          text decision on the still-masked positions only)
+    "baseline": ("xla", 0, False, False),
+    "ours": ("auto", None, False, True),
+    "cached": ("auto", None, True, True),
 }
 
 
@@ -83,15 +87,26 @@ def settings(args, steps, cached: bool = False):
                 image_cfg=args.image_cfg, **cache)
 
 
+def text_head_positions(args) -> list[int]:
+    """Text positions the head runs on at each step: the whole budget, or (masked-only decision)
+    the smallest compiled width holding the positions still masked before the step."""
+    if not common.MASKED_ONLY:
+        return [args.text_tokens] * args.steps
+    k = num_transfer_tokens(np.asarray([args.text_tokens - 1]), args.steps)[0]
+    masked = (args.text_tokens - 1) - np.concatenate([[0], np.cumsum(k)[:-1]])
+    widths = common.decision_widths(args.text_tokens)
+    return [min(w for w in widths if w >= m) for m in masked]
+
+
 def trajectory_flops(model, layout, batch: int, args) -> float:
     """Matmul FLOPs of one batched trajectory (guided: 2B rows; text_cfg != 0: the text head on both)."""
     c, t = model.config, model.config.tokens
     image_steps = settings(args, args.steps)["image_steps"]
     rows = 2 * batch if args.text_cfg or args.image_cfg else batch
-    step = (forward_flops(c, rows, layout.total)
-            + forward_flops(c, 2 * batch if args.text_cfg else batch, 0, head_positions=args.text_tokens))
+    head_rows = 2 * batch if args.text_cfg else batch
+    text = sum(forward_flops(c, head_rows, 0, head_positions=p) for p in text_head_positions(args))
     image = forward_flops(c, rows, 0, head_positions=args.image_tokens, head_columns=t.codebook_size)
-    return args.steps * step + image_steps * image
+    return args.steps * forward_flops(c, rows, layout.total) + text + image_steps * image
 
 
 def python_loop(model, static, init, xs, consts, rnd, exact):
@@ -162,12 +177,14 @@ def main():
         print(f"\n{dtype}: peak {peak / 1e9:.0f} GFLOP/s ({how}); a 2048^3 matmul runs at "
               f"{attainable:.0f} GFLOP/s here ('of mm')")
         for variant in variants:
-            attention, chunk, cached = VARIANTS[variant]
+            attention, chunk, cached, masked_only = VARIANTS[variant]
             model, rows = build(args, dtype, attention)
             vocab_chunks.VOCAB_CHUNK = None if chunk is None else chunk or args.vocab
+            common.MASKED_ONLY = masked_only
             jax.clear_caches()
             print(f"\n{variant} ({model.config.num_params() / 1e6:.1f}M params; attention {attention}, text decision "
                   f"in {'cache-sized' if chunk is None else 'whole-vocabulary' if chunk == 0 else chunk} chunks"
+                  f"{' on the masked positions' if masked_only else ''}"
                   f"{', step cache' if cached else ''})")
             print(f"{'B':>3} {'s/traj':>8} {'samples/s':>10} {'vs B=' + str(args.batch[0]):>8} {'vs base':>8} "
                   f"{'vs ours':>8} "
@@ -194,7 +211,7 @@ def main():
                     loop_t = timed(lambda: python_loop(model, *prepared), repeats=1)
                     line += f" {loop_t:8.2f} {loop_t / scan_t:9.2f}"
                 print(line, flush=True)
-    vocab_chunks.VOCAB_CHUNK = None
+    vocab_chunks.VOCAB_CHUNK, common.MASKED_ONLY = None, True
     if args.compile_steps:
         model, rows = build(args)
         cond, uncond = rows[0]

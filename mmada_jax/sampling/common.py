@@ -216,6 +216,16 @@ def text_decision(chunk_logits, vocab: int, shape, *, temperature: float, rnd: "
                         want_cond_lse=want_cond_lse)
 
 
+#: run the text decision on the still-masked positions only (:func:`on_masked`); False: on every
+#: text position, as before it existed (``bench/sampler.py``'s baseline sets it; same decisions)
+MASKED_ONLY = True
+
+
+def decision_widths(t: int, parts: int = 4) -> list[int]:
+    """The widths :func:`on_masked` compiles the text decision at, ascending, ``t`` last."""
+    return sorted({-(-t * q // parts) for q in range(1, parts)} - {t}) + [t]
+
+
 def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4):
     """``decide`` run on the still-masked text positions only: the same decision where it is read.
 
@@ -229,7 +239,9 @@ def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4
     positions (``lax.switch``; T when none does). Positions left out get x0 = argmax = 0 and
     confidence -inf (``commit_text`` never reads them)."""
     b, t = is_mask.shape
-    widths = sorted({-(-t * q // parts) for q in range(1, parts)} - {t}) + [t]
+    if not MASKED_ONLY:
+        return decide(text_hidden, None)
+    widths = decision_widths(t, parts)
     need = jnp.max(jnp.sum(is_mask, axis=1))
     branch = jnp.sum(need > jnp.asarray(widths[:-1], jnp.int32)).astype(jnp.int32)
     order = jnp.argsort(~is_mask, axis=1, stable=True)       # masked positions first, in order
