@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sampling.common import SamplerOutput, Static, as_randomness, exact_default, num_transfer_tokens, text_step
+from ..sampling.common import (SamplerOutput, Static, as_randomness, commit_text, exact_default, num_transfer_tokens,
+                               on_masked, text_decision)
 from ..sampling.runner import run_scan
 from ..settings import resolve, setting
 
@@ -84,15 +85,19 @@ def _step(model, x, xs, consts, rnd, st: Static):
     hidden, _ = model.encode(rows)
     block_hidden = hidden[:, pos]
 
-    def chunk_logits(start, size):       # the block's logits, a chunk of the vocabulary at a time
-        logits = model.head_columns(block_hidden, start, size).astype(jnp.float32)
-        if cfg.cfg > 0:
-            cond, uncond = logits[:b], logits[b:]
-            return uncond + (cfg.cfg + 1) * (cond - uncond), cond
-        return logits, logits
+    def decide(h, positions):            # the decision of the block positions in h (cond rows, then uncond)
+        def chunk_logits(start, size):   # their logits, a chunk of the vocabulary at a time
+            logits = model.head_columns(h, start, size).astype(jnp.float32)
+            if cfg.cfg > 0:
+                cond, uncond = logits[:b], logits[b:]
+                return uncond + (cfg.cfg + 1) * (cond - uncond), cond
+            return logits, logits
+        return text_decision(chunk_logits, model.config.vocab_size, x_block.shape, temperature=cfg.temperature,
+                             rnd=rnd, index=s, exact=st.exact, positions=positions)
 
-    x_block, _ = text_step(chunk_logits, model.config.vocab_size, x_block, k, mask_id=t.mask_id,
-                           temperature=cfg.temperature, remasking=cfg.remasking, rnd=rnd, index=s, exact=st.exact)
+    decision = on_masked(decide, block_hidden, x_block == t.mask_id)     # the head on masked positions only
+    x_block = commit_text(x_block, decision.x0, decision.confidence, k, mask_id=t.mask_id,
+                          remasking=cfg.remasking, rnd=rnd, index=s)
     x = jax.lax.dynamic_update_slice_in_dim(x, x_block, start, axis=1)
     return x, (x if st.trajectory else None)
 

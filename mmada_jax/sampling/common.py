@@ -264,20 +264,6 @@ def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4
     return jax.lax.switch(branch, [width(c) for c in widths], None)
 
 
-def text_step(chunk_logits, vocab: int, current: jax.Array, k: jax.Array, *, mask_id: int, temperature: float,
-              remasking: str, rnd: "Randomness", index, exact: bool, gumbel=gumbel_from_uniform,
-              gumbel_index=None, gumbel_dtype=None, want_cond_lse: bool = False):
-    """One LLaDA text step on a region [B, T]: predict every position (:func:`text_decision`, its
-    Gumbel noise at ``gumbel_index``, default ``index``) and write the ``k`` [B] most confident
-    masked ones (:func:`commit_text`). Returns ``(new region, TextDecision)``."""
-    decision = text_decision(chunk_logits, vocab, current.shape, temperature=temperature, rnd=rnd,
-                             index=index if gumbel_index is None else gumbel_index, exact=exact, gumbel=gumbel,
-                             gumbel_dtype=gumbel_dtype, want_cond_lse=want_cond_lse)
-    region = commit_text(current, decision.x0, decision.confidence, k, mask_id=mask_id, remasking=remasking,
-                         rnd=rnd, index=index)
-    return region, decision
-
-
 # ----------------------------------------------------------------------------- MaskGIT
 
 def image_update(cond, uncond, region, *, guidance: float, mask_len_cap, temperature, offset: int,
