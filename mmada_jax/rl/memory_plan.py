@@ -316,8 +316,10 @@ def print_plan(config: RLConfig, budgets_gb=(80,), log=print) -> dict:
              "policy_forward": "policy log-prob forward", "train_step": "train step"}
     per = p["persistent"]
     log(f"{p['params'] / 1e9:.2f}B parameters, task {p['task']}, on {p['devices']} devices, mesh {p['mesh']}; "
-        f"{p['prompts_per_step']} prompts x G={p['group_size']} = {p['rollouts']} rollouts per step, s={p['s']} "
-        f"recorded steps of {p['text_steps']} (learner batch {p['rollouts'] * p['s']} sequences of "
+        f"{p['prompts_per_step']} prompts x G={p['group_size']} = {p['rollouts']} rollouts per step, "
+        + (f"final outputs of {p['text_steps']} steps, one re-masked response per inner update"
+           if config.estimator == "unigrpo" else f"s={p['s']} recorded steps of {p['text_steps']}")
+        + f" (learner batch {p['rollouts'] * p['s']} sequences of "
         f"{p['sequence_length']} tokens, grad_accum {p['grad_accum']}); params {config.param_dtype}, "
         f"compute {config.dtype}, reference {p['reference_dtype']}, remat {config.remat_policy}")
     log(f"per device, persistent: policy params {gib(per['params'])} + optimizer {gib(per['optimizer'])} + "
