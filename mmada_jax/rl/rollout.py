@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 
 from ..app.requests import Request
+from ..mmada.text import TextLayout
 from ..sampling.common import SamplerOutput
 from ..sequences import pad_rows
 from ..tokenizer import SPECIAL_STRINGS
@@ -48,9 +49,10 @@ class Rollouts:
     requests: list[Request]           # one per row
     output: SamplerOutput             # ``recording`` holds the recorded steps
     texts: list[list[str]]            # [B][s] the text decoded so far at each recorded step
-    images: np.ndarray | None         # [B, s, H, W, 3] uint8, the image predicted at each recorded step
-    final_texts: list[str]            # (None: a text task)
-    final_images: np.ndarray | None   # [B, H, W, 3] uint8
+    images: np.ndarray | None         # [B, s, H, W, 3] uint8, the image predicted at each recorded step (None:
+                                      # a text task)
+    final_texts: list[str]
+    final_images: np.ndarray | None   # [B, H, W, 3] uint8 (None: a text task)
 
 
 TEXT_VIEWS = ("decoded", "predicted")
@@ -120,7 +122,6 @@ def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, se
     longest = max(len(p) for p in prompts)
     pads = np.asarray([longest - (len(f) - gen) for f in finals], np.int32)
     ids = pad_rows(list(finals), pipe.config.tokens.pad_id, side="left")
-    from ..mmada.text import TextLayout
     output = SamplerOutput(ids=ids, text_ids=ids[:, longest:], pads=pads, layout=TextLayout(longest, gen))
     texts = [pipe.tokenizer.decode(t) for t in output.text_ids]
     return Rollouts(rows, output, [[t] for t in texts], None, texts, None)
