@@ -213,6 +213,7 @@ def test_launch_arguments_from_the_environment():
 
 
 @pytest.mark.golden
+@pytest.mark.slow      # ~70-90 s: four launches of two processes (pytest -m slow)
 def test_two_processes_match_one(tmp_path, data):
     why = _can_start_distributed()
     if why:

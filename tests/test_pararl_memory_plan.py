@@ -82,7 +82,8 @@ def test_random_remask_estimator_plans_its_own_learner_batch(tmp_path):
         assert remask[name]["extra"] > trajectory[name]["extra"], name
 
 
-@pytest.mark.parametrize("task", ["text", "t2i", pytest.param("mmu", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("task", [pytest.param("text", marks=pytest.mark.slow), "t2i",
+                                  pytest.param("mmu", marks=pytest.mark.slow)])
 def test_unigrpo_plans_base_tasks(tmp_path, task):
     """UniGRPO of base MMaDA: the task's own sampler, one learner row per rollout (the response
     re-masked), the same phases; more rollouts need more in the learner (the tiny text sampler's

@@ -148,6 +148,7 @@ def test_parallel_a_end_to_end(tmp_path):
     np.testing.assert_array_equal(png, decoded)
 
 
+@pytest.mark.slow      # ~30 s; the sampler-level equality is tests/test_sampling_a.py's (default suite)
 def test_parallel_a_batch_equals_single(tmp_path):
     """Requests of different prompt lengths and input aspect ratios: batch 3 = batch 1."""
     wide = tmp_path / "wide.png"

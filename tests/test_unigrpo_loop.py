@@ -46,7 +46,7 @@ def _params(path):
 
 
 @pytest.mark.golden
-@pytest.mark.parametrize("task", ["text", "t2i"])
+@pytest.mark.parametrize("task", ["text", pytest.param("t2i", marks=pytest.mark.slow)])   # t2i: ~20 s more
 def test_unigrpo_runs_writes_its_files_and_resumes_bit_exactly(tmp_path, task):
     from mmada_jax.rl.loop import run_pararl
     over = {} if task == "text" else {

@@ -25,6 +25,7 @@ from ..settings import setting
 from ..training.config import REPO_ROOT, _absolute, read_config_file, resolve_path
 from .advantages import ADVANTAGE_ESTIMATORS
 from .losses import AGGREGATIONS, POLICY_LOSSES
+from .rewards import REWARDS
 from .rollout import TEXT_VIEWS
 from .steps import MODES
 
@@ -69,8 +70,7 @@ class RLConfig:
     t2i_remap: bool = setting(True, "unigrpo: image mask ratio cos(pi/2 * 0.9 * t_n / T) as the reference "
                                     "code (false: t_n / T)")
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
-    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)",
-                          choices=("synthetic", "synthetic_t2i", "synthetic_mmu", "clip", "correctness", "callable"))
+    reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=tuple(REWARDS))
     reward_function: str = setting("", "for reward=callable: package.module:function")
     reward_checkpoint: str | None = setting(None, "for reward=clip: a converted CLIP checkpoint (convert_torch_weights.py "
                                                   "on a HF CLIPModel folder, e.g. openai/clip-vit-large-patch14)")

@@ -235,9 +235,10 @@ def on_masked(decide, text_hidden: jax.Array, is_mask: jax.Array, parts: int = 4
     ``is_mask`` [B, T]. A sampler only commits masked positions, and their number falls step by
     step, so the text head (most of a small model's step over a real vocabulary) need not see the
     decided ones. Shapes must stay static inside the scan: the decision is compiled at ``parts``
-    widths (T/parts, 2T/parts, ..., T; on average ~5/8 of T over a run for 4), and each step takes the smallest that holds every row's masked
-    positions (``lax.switch``; T when none does). Positions left out get x0 = argmax = 0 and
-    confidence -inf (``commit_text`` never reads them)."""
+    widths (:func:`decision_widths`: T/parts, 2T/parts, ..., T; on average ~5/8 of T over a run
+    for 4), and each step takes the smallest that holds every row's masked positions
+    (``lax.switch``). Positions left out get x0 = argmax = 0 and confidence -inf (``commit_text``
+    never reads them)."""
     b, t = is_mask.shape
     if not MASKED_ONLY:
         return decide(text_hidden, None)
