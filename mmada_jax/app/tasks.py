@@ -103,6 +103,11 @@ class Task:
         """The output image's code grid (None: no output image)."""
         return None
 
+    def max_text_per_step(self, settings) -> int:
+        """The most text tokens one step decodes (the RL trajectory estimator's text slots; 0: the
+        task's rollouts record no steps)."""
+        return 0
+
     def inputs(self, pipe: Pipeline, chunk: Sequence[Request], settings, options, *, seed: int, log) -> Any:
         raise NotImplementedError
 

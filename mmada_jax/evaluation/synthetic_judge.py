@@ -428,11 +428,13 @@ def described_slots(text: str, anchored: bool = False) -> dict[str, Any]:
     return found
 
 
-def slot_accuracy(slots: dict[str, Any], truth: syn.Scene) -> float:
-    """0-100: the share of the five slots (background, four cells) that ``slots`` gets right
-    (a slot it does not state is wrong)."""
-    want = scene_slots(truth)
-    return 100.0 * sum(s in slots and slots[s] == want[s] for s in SLOTS) / len(SLOTS)
+NOT_STATED = "(not stated)"
+
+
+def slot_accuracy(slots: dict[str, Any], truth: syn.Scene) -> tuple[float, str]:
+    """(0-100, why): the share of the five slots (background, four cells) that ``slots`` gets
+    right (a slot it does not state is wrong)."""
+    return _compare({s: slots.get(s, NOT_STATED) for s in SLOTS}, scene_slots(truth), SLOTS)
 
 
 def output_alignment(text: str, image, root: str | Path | None = None) -> float:
@@ -538,14 +540,12 @@ class BaseTaskJudge:
     def score(self, item: dict, text: str, image) -> dict:
         task = item.get("task") or item.get("category")
         if task == "t2i":
-            got, want = recognize(image, self.root).slots, scene_slots(scene_from_dict(item["output_scene"]))
+            score, why = slot_accuracy(recognize(image, self.root).slots, scene_from_dict(item["output_scene"]))
         elif task == "mmu":
-            got, want = described_slots(text), scene_slots(scene_from_dict(item["input_scene"]))
-            got = {s: got.get(s, "(not stated)") for s in SLOTS}
+            score, why = slot_accuracy(described_slots(text), scene_from_dict(item["input_scene"]))
         else:
             raise ValueError(f"item {item.get('id')!r}: the synthetic_base judge scores t2i and mmu items, "
                              f"not {task!r}")
-        score, why = _compare(got, want, SLOTS)
         return {"scores": {"Scene Accuracy": score, "Overall": score},
                 "reasons": {"Scene Accuracy": why, "Overall": "= Scene Accuracy"}}
 

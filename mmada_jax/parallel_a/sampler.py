@@ -42,7 +42,7 @@ import numpy as np
 from ..sampling import recording, step_cache
 from ..sampling.common import (F32_MAX, SamplerOutput, Static, as_randomness, categorical_from_uniform,
                                commit_text, exact_default, first_argmax, image_step_indices, left_padding,
-                               mask_ratio_schedule, max_probability, on_masked, text_decision, top_k_mask)
+                               mask_ratio_schedule, max_probability, text_decision, top_k_mask)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..settings import image_steps_within_text_steps, resolve, setting
@@ -139,18 +139,13 @@ def _step(model, carry, xs, consts, rnd, st: Static):
     region = x[:, lay.text_start:lay.text_end]
     any_mask = jnp.any(region == t.mask_id)
 
-    def decide_at(text_hidden, positions=None):
+    def decide(text_hidden, positions):
         """Text: no guidance, the full vocabulary (or text ids only), the head reduced chunk by chunk."""
         return text_decision(_text_chunks(model, text_hidden, st), model.config.vocab_size,
                              text_hidden.shape[:2] if positions is None else region.shape,
                              temperature=cfg.text_temperature, rnd=rnd, index=gumbel_index, exact=st.exact,
                              gumbel=_gumbel, gumbel_dtype=jnp.float32, want_cond_lse=bool(st.record),
                              positions=positions)
-
-    def decide(text_hidden, picks):
-        if picks is not None:     # a cached step's recomputed positions
-            return decide_at(text_hidden)
-        return on_masked(decide_at, text_hidden, region == t.mask_id)
 
     hidden, decision, cache = step_cache.forward(model, x, x, carry[-1] if cfg.cached else None, refresh, decide,
                                                  layout=lay, mask_id=t.mask_id, settings=cfg, attention_mask=mask,

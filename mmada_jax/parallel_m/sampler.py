@@ -28,7 +28,7 @@ import numpy as np
 from ..sampling import recording, step_cache
 from ..sampling.common import (SamplerOutput, Static, as_randomness, commit_text, exact_default, first_argmax,
                                image_step_indices, image_update, left_padding, mask_ratio_schedule, max_probability,
-                               num_transfer_tokens, on_masked, text_decision)
+                               num_transfer_tokens, text_decision)
 from ..sampling.recording import token_logp
 from ..sampling.runner import run_scan
 from ..sequences import pad_rows
@@ -86,9 +86,9 @@ def _step(model, carry, xs, consts, rnd, st: Static):
             position_ids = jnp.concatenate([position_ids, position_ids], axis=0)
     with_uncond = guided and s.text_cfg != 0      # text_cfg 0: the guided text logits are the conditional ones
 
-    def decide_at(text_hidden, positions=None):
+    def decide(text_hidden, positions):
         """The text decision of the text positions in ``text_hidden`` [rows, T', d] (cond rows first;
-        ``positions`` [B, T']: which of the text budget they are, None: all of it in order)."""
+        ``positions`` [B, T']: which of the text budget they are, None: the T' in order)."""
         if not with_uncond:
             text_hidden = text_hidden[:b]
 
@@ -105,11 +105,6 @@ def _step(model, carry, xs, consts, rnd, st: Static):
                                                                      else text_hidden.shape[1]),
                              temperature=s.text_temperature, rnd=rnd, index=i, exact=st.exact,
                              want_cond_lse=bool(st.record), positions=positions)
-
-    def decide(text_hidden, picks):
-        if picks is not None:     # a cached step's recomputed positions
-            return decide_at(text_hidden)
-        return on_masked(decide_at, text_hidden, x[:, lay.text_start:] == t.mask_id)
 
     hidden, decision, cache = step_cache.forward(model, rows, x, carry[-1] if s.cached else None, refresh, decide,
                                                  layout=lay, mask_id=t.mask_id, settings=s, attention_mask=mask,

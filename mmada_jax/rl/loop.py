@@ -188,7 +188,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = load_prompts(config, out_dir, log)
     tokens = pipe.config.tokens
-    slots = task.max_text_per_step(settings) if hasattr(task, "max_text_per_step") else 0
+    slots = task.max_text_per_step(settings)
     if config.estimator == "unigrpo":
         log(f"UniGRPO ({config.task}): {len(requests)} prompts, {config.prompts_per_step} x G={config.group_size} "
             f"rollouts per step, {config.inner_updates} re-masking(s) of each response per step, reward "

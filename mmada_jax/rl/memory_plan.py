@@ -242,7 +242,7 @@ def plan(config: RLConfig, prompts_per_step: int | None = None) -> dict:
     sampler = lower_abstract(graphdef, params, mesh, step_fn, *args).compile()
 
     # the log-probability forwards on the learner's states, then the train step
-    slots = task.max_text_per_step(settings) if hasattr(task, "max_text_per_step") else 0
+    slots = task.max_text_per_step(settings)
     forward, micro = _learner_batch(config, layout, model.config.tokens, record_steps, slots)
     forward = _abstract(forward, row_shardings(forward, mesh))
     logp = jax.jit(lambda p, batch: token_logp(nnx.merge(graphdef, p), batch, layout, restrict_text))

@@ -61,9 +61,15 @@ def synthetic_reward(**_) -> Reward:
     return score
 
 
+def _item(request) -> dict:
+    """The prompt file's line of a request (a :class:`~mmada_jax.app.requests.Request`, or the line
+    itself)."""
+    return request if isinstance(request, dict) else (getattr(request, "item", None) or {})
+
+
 def _truth(request, key: str):
     from ..evaluation.synthetic_judge import scene_from_dict
-    item = request if isinstance(request, dict) else (getattr(request, "item", None) or {})
+    item = _item(request)
     if not item.get(key):
         raise ValueError(f"this reward compares with the prompt line's {key!r} (a synthetic-world benchmark line); "
                          f"request {getattr(request, 'id', None) or item.get('id')!r} has none")
@@ -77,7 +83,7 @@ def synthetic_t2i_reward(**_) -> Reward:
     from ..evaluation.synthetic_judge import recognize, slot_accuracy
 
     def score(requests, texts, images):
-        return np.asarray([[slot_accuracy(recognize(image).slots, _truth(r, "output_scene")) for image in row]
+        return np.asarray([[slot_accuracy(recognize(image).slots, _truth(r, "output_scene"))[0] for image in row]
                            for r, row in zip(requests, images)], np.float64)
     return score
 
@@ -89,7 +95,7 @@ def synthetic_mmu_reward(**_) -> Reward:
     from ..evaluation.synthetic_judge import described_slots, slot_accuracy
 
     def score(requests, texts, images):
-        return np.asarray([[slot_accuracy(described_slots(t), _truth(r, "input_scene")) for t in row]
+        return np.asarray([[slot_accuracy(described_slots(t), _truth(r, "input_scene"))[0] for t in row]
                            for r, row in zip(requests, texts)], np.float64)
     return score
 
@@ -102,7 +108,7 @@ def correctness_reward(correct: float = 2.0, formatted: float = 0.5, field: str 
     from .answers import correctness_scores
 
     def score(requests, texts, images):
-        items = [r if isinstance(r, dict) else (getattr(r, "item", None) or {}) for r in requests]
+        items = [_item(r) for r in requests]
         missing = [i for i, it in enumerate(items) if field not in it]
         if missing:
             raise ValueError(f"the correctness reward reads {field!r} of every request (the prompt file's lines); "

@@ -41,6 +41,7 @@ import numpy as np
 from ..model import KV
 from ..settings import setting
 from ..sharding import constrain
+from .common import on_masked
 from .vocab_chunks import TextDecision
 
 
@@ -192,22 +193,25 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
     """One step's forward of a joint sampler and its text decision: (hidden, decision, cache).
 
     ``rows`` [R, L] are the forward's rows (the sequences ``x`` [B, L] first, then their
-    guidance twins); ``decide(text_hidden [R, T', d], picks) -> TextDecision`` [B, T'] is the text
-    decision (``picks`` [B, T']: which text positions the T' are; None: all of them, in order); ``layout`` gives ``text_positions()`` and ``image_positions()``. Without a cache
-    (None): the plain forward and the decision of every text position. With one (the carry
-    :class:`CacheSpec` builds): a full forward that refills the slot when ``refresh`` (traced
-    bool), else a cached one (:func:`partial` over the text and output-image groups, the twins
-    sharing their row's picks) whose decision runs on the recomputed text positions only and is
-    merged into the last one."""
-    text_positions = layout.text_positions()
+    guidance twins); ``decide(text_hidden [R, T', d], positions) -> TextDecision`` [B, T'] is the
+    text decision (``positions`` [B, T']: which of the text budget's positions the T' are; None:
+    the T' given, in their order); ``layout`` gives ``text_positions()`` and ``image_positions()``.
+    A full forward decides on the text positions still masked in ``x`` only
+    (:func:`~mmada_jax.sampling.common.on_masked`). Without a cache (None): the plain forward.
+    With one (the carry :class:`CacheSpec` builds): a full forward that refills the slot when
+    ``refresh`` (traced bool), else a cached one (:func:`partial` over the text and output-image
+    groups, the twins sharing their row's picks) whose decision runs on the recomputed text
+    positions only and is merged into the last one."""
+    text_positions = jnp.asarray(layout.text_positions())
+    decide_full = lambda hidden: on_masked(decide, hidden[:, text_positions], x[:, text_positions] == mask_id)  # noqa: E731
     if cache is None:
         hidden, _ = model.encode(rows, attention_mask, mask_mode="hard", position_ids=position_ids, inference=True)
-        return hidden, decide(hidden[:, jnp.asarray(text_positions)], None), None
+        return hidden, decide_full(hidden), None
     b = x.shape[0]
 
     def full_step(cache):
         hidden, slot = full(model, rows, attention_mask, position_ids)
-        cache = dict(cache, slot=slot, decision=decide(hidden[:, jnp.asarray(text_positions)], None))
+        cache = dict(cache, slot=slot, decision=decide_full(hidden))
         if "uncond_stale" in cache:       # -A: its unconditional slot is refilled on the next image step
             cache["uncond_stale"] = jnp.asarray(True)
         return hidden, cache
@@ -215,7 +219,7 @@ def forward(model, rows, x, cache: dict | None, refresh, decide, *, layout, mask
     def cached_step(cache):
         groups = cache_groups(x, cache, layout, mask_id, settings, rows.shape[0] // b)
         hidden, slot, (picks, _) = partial(model, rows, cache["slot"], groups, attention_mask, position_ids)
-        fresh = decide(jnp.take_along_axis(hidden, jnp.asarray(text_positions)[picks][..., None], axis=1), picks[:b])
+        fresh = decide(jnp.take_along_axis(hidden, text_positions[picks][..., None], axis=1), None)
         return hidden, dict(cache, slot=slot, decision=scatter(cache["decision"], picks[:b], fresh))
 
     hidden, cache = jax.lax.cond(refresh, full_step, cached_step, cache)
