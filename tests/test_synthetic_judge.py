@@ -308,7 +308,7 @@ def test_base_task_benchmark_and_judge(tmp_path):
         assert judge.score(it, "", syn.render(other))["scores"]["Scene Accuracy"] == 80.0
     for it in mmu:
         scene = scene_from_dict(it["input_scene"])
-        assert it["answer"] == scene.slots() and (tmp_path / "mmu" / it["input_image"]).is_file()
+        assert it["answer"] == syn.mmu_answer(scene) and (tmp_path / "mmu" / it["input_image"]).is_file()
         assert judge.score(it, it["answer"], None)["scores"] == {"Scene Accuracy": 100.0, "Overall": 100.0}
         cut = it["answer"].split("; bottom right:")[0]                  # the last cell unstated
         got = judge.score(it, cut, None)

@@ -96,3 +96,29 @@ def test_sharded_unigrpo_equals_one_device(tmp_path, monkeypatch):
     from test_pararl_loop import sharded_runs_match_one_device
     sharded_runs_match_one_device(tmp_path, monkeypatch, lambda **over: RLConfig.from_yaml(
         _config(tmp_path, prompts_per_step=4, group_size=2, **over), section="unigrpo"))
+
+
+@pytest.mark.golden
+def test_prompt_len_pads_text_rollouts_to_a_fixed_width(tmp_path):
+    """``prompt_len``: rows left-padded to one width (the learner compiles once), the samples
+    themselves unchanged; a longer prompt is an error naming it, before any rollout."""
+    from mmada_jax.app import load_pipeline
+    from mmada_jax.rl.rollout import check_prompt_len, final_rollout
+    config = RLConfig.from_yaml(_config(tmp_path), section="unigrpo")
+    settings, options = config.sampler_settings()
+    task = config.make_task()
+    pipe = load_pipeline(config.checkpoint, config.vq, config.tokenizer)
+    from mmada_jax.rl.loop import load_prompts
+    requests = load_prompts(config, tmp_path, lambda *_: None)[:2]
+    keys = jax.random.split(jax.random.key(0), 4)
+    free = final_rollout(task, pipe, requests, 2, keys, settings, options, lambda *_: None)
+    width = free.output.layout.prompt_len + 5
+    fixed = final_rollout(task, pipe, requests, 2, keys, settings, options, lambda *_: None, prompt_len=width)
+    assert fixed.output.layout.prompt_len == width and fixed.output.ids.shape[1] == width + 8
+    np.testing.assert_array_equal(fixed.output.pads, free.output.pads + 5)
+    np.testing.assert_array_equal(fixed.output.ids[:, 5:], free.output.ids)
+    assert fixed.final_texts == free.final_texts
+    with pytest.raises(ValueError, match=r"prompt_len=3: longer prompt\(s\): 'q0' \(\d+ tokens\)"):
+        check_prompt_len(task, pipe, requests, options, 3)
+    with pytest.raises(ConfigError, match="prompt_len=64: only for task text or mmu"):
+        RLConfig.from_yaml(_config(tmp_path, task="t2i", prompt_len=64), section="unigrpo")

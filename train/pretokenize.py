@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.0,
                    help="fraction of examples for a 'validation' split (default 0: all in 'train')")
     p.add_argument("--split-seed", type=int, default=42, help="seed of the train/validation split (default 42)")
+    p.add_argument("--base-tasks", action="store_true",
+                   help="also store base MMaDA's t2i / mmu fields (t2i_prompt, mmu_question, mmu_answer; required "
+                        "on every line) for SFT with base_text_len > 0")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing dataset in OUT (the new one is swapped in only after success)")
     p.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
@@ -61,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                         text_len=args.text_len, image_size=args.image_size, system_prompt=args.system_prompt,
                         shard_size=args.shard_size,
                         on_bad=args.on_bad, batch_size=args.batch_size, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, overwrite=args.overwrite, progress_every=args.progress_every)
+                        split_seed=args.split_seed, overwrite=args.overwrite, base_tasks=args.base_tasks,
+                        progress_every=args.progress_every)
     except BadExampleError as e:
         print(f"error: stopped at {e} (--on-bad stop); see {e.report_path or args.out / 'bad_examples.jsonl'}",
               file=sys.stderr)

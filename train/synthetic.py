@@ -1,9 +1,10 @@
-"""python -m train.synthetic OUT_DIR --num N --seed S [--size 64] [--t2i-fraction 0.1]
+"""python -m train.synthetic OUT_DIR --num N --seed S [--size 64] [--t2i-fraction 0.1] [--base-tasks]
 python -m train.synthetic --benchmark DIR --num N --seed S [--generation M] [--size 64] [--t2i-fraction 0.1]
 python -m train.synthetic --benchmark DIR --num N --seed S --base-task t2i|mmu
 
 Write a synthetic simple-shapes editing dataset (OUT_DIR/examples.jsonl + OUT_DIR/images/*.png);
-see mmada_jax.data.synthetic. With --benchmark: an evaluation benchmark instead
+see mmada_jax.data.synthetic (--base-tasks: each line also carries base MMaDA's t2i / mmu fields
+about its output image, for `python -m train.pretokenize --base-tasks`). With --benchmark: an evaluation benchmark instead
 (DIR/benchmark.jsonl, one item with its ground-truth scenes per line, see
 mmada_jax.evaluation.synthetic_judge, and the input images DIR/images/*_in.png) for
 `python -m evaluate --benchmark DIR/benchmark.jsonl --judge synthetic`; with --generation M, N
@@ -33,11 +34,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of examples without input image and/or instruction (default 0.1)")
     p.add_argument("--base-task", choices=["t2i", "mmu"], default=None,
                    help="with --benchmark: items of base MMaDA's t2i or mmu task")
+    p.add_argument("--base-tasks", action="store_true",
+                   help="training dataset: add the t2i_prompt / mmu_question / mmu_answer fields")
     args = p.parse_args(argv)
     if (args.out_dir is None) == (args.benchmark is None):
         p.error("give either OUT_DIR (a training dataset) or --benchmark DIR")
     if (args.generation is not None or args.base_task) and args.benchmark is None:
         p.error("--generation and --base-task are for --benchmark")
+    if args.base_tasks and args.benchmark is not None:
+        p.error("--base-tasks is for a training dataset (a base-task benchmark: --base-task t2i|mmu)")
     from mmada_jax.data.synthetic import write_dataset
     t0 = time.perf_counter()
     try:
@@ -50,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                                    t2i_fraction=args.t2i_fraction, generation=args.generation)
         else:
             path = write_dataset(args.out_dir, args.num, seed=args.seed, size=args.size,
-                                 t2i_fraction=args.t2i_fraction)
+                                 t2i_fraction=args.t2i_fraction, base_tasks=args.base_tasks)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -14,6 +14,16 @@
     has_instruction     bool  [B]
     id                  str   [B]     only with ``with_ids=True`` (for debugging; not jit-able)
 
+With ``base_text_len`` M (data pretokenized with ``--base-tasks``; base MMaDA's tasks about the
+output image, :mod:`mmada_jax.mmada.sft`), also::
+
+    t2i_text            int32 [B, M]  BOS + drawing request + EOS, right-padded with EOS
+    t2i_text_len        int32 [B]
+    mmu_text            int32 [B, M]  chat-templated question (BOS first) + answer + EOS, right-padded with EOS
+    mmu_prompt_len      int32 [B]     the question's length (never masked)
+
+A base-task text over M is an error naming the example (training checks every record first).
+
 A text longer than L is cut to its first L-1 tokens plus EOS (the reference's rule); pretokenize
 rejects such examples for its own ``--text-len``, so this only happens with a smaller L here. An
 instruction longer than a separate ``instruction_len`` I allows is an error naming the example (a
@@ -71,7 +81,7 @@ class FormatRecord:
     """record -> padded fixed-shape example (a module-level class, so it pickles for workers)."""
 
     def __init__(self, bos_id: int, eos_id: int, text_len: int, num_image_tokens: int | None,
-                 with_ids: bool = False, instruction_len: int | None = None):
+                 with_ids: bool = False, instruction_len: int | None = None, base_text_len: int | None = None):
         if text_len < 2:
             raise ValueError(f"text_len must be >= 2 (BOS and EOS), got {text_len}")
         if instruction_len is not None and instruction_len < 3:
@@ -80,6 +90,7 @@ class FormatRecord:
         self.instruction_len = None if instruction_len is None else int(instruction_len)
         self.num_image_tokens = num_image_tokens
         self.with_ids = with_ids
+        self.base_text_len = None if base_text_len is None else int(base_text_len)
 
     def pad_text(self, ids: np.ndarray, length: int | None = None) -> tuple[np.ndarray, int]:
         """``BOS + ids + EOS`` right-padded with EOS to ``length`` (default ``text_len``; cut to
@@ -116,9 +127,27 @@ class FormatRecord:
             "has_input_image": np.bool_(rec["has_input_image"]),
             "has_instruction": np.bool_(rec["has_instruction"]),
         }
+        if self.base_text_len is not None:
+            ex.update(self.base_tasks(rec, ex_id))
         if self.with_ids:
             ex["id"] = np.asarray(ex_id)
         return ex
+
+    def base_tasks(self, rec: dict, ex_id: str) -> dict:
+        """The base-task texts of a record, padded to ``base_text_len`` (module docstring)."""
+        m = self.base_text_len
+        prompt = np.asarray(rec["t2i_prompt_ids"], np.int32)
+        question = np.asarray(rec["mmu_prompt_ids"], np.int32)
+        answer = np.asarray(rec["mmu_answer_ids"], np.int32)
+        if len(prompt) + 2 > m or len(question) + len(answer) + 1 > m:
+            raise ValueError(f"record {ex_id!r}: its t2i prompt ({len(prompt)} + BOS/EOS) or mmu question + answer "
+                             f"({len(question)} + {len(answer)} + EOS) tokens do not fit base_text_len={m}")
+        t2i, t2i_len = self.pad_text(prompt, m)
+        mmu = np.full((m,), self.eos_id, np.int32)
+        mmu[:len(question)] = question
+        mmu[len(question):len(question) + len(answer)] = answer
+        return {"t2i_text": t2i, "t2i_text_len": np.int32(t2i_len), "mmu_text": mmu,
+                "mmu_prompt_len": np.int32(len(question))}
 
 
 def token_ids(tokens=None, checkpoint: str | Path | None = None, meta: dict | None = None,
@@ -163,7 +192,8 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
                  shuffle: bool = True, num_epochs: int | None = None, process_index: int | None = None,
                  process_count: int | None = None, tokens=None, checkpoint: str | Path | None = None,
                  worker_count: int = 0, read_options=None, with_ids: bool = False,
-                 instruction_len: int | None = None, shard: str = "records", micro_batches: int = 1):
+                 instruction_len: int | None = None, shard: str = "records", micro_batches: int = 1,
+                 base_text_len: int | None = None):
     """The batched SFT pipeline (see the module docstring) as a ``grain.IterDataset``.
 
     ``tokens`` (a :class:`mmada_jax.TokenIds`) or ``checkpoint`` give BOS/EOS; by default they come
@@ -174,7 +204,8 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
     ``instruction_len``: pad instructions to this many tokens instead of ``text_len``.
     ``shard``: ``"records"`` (each process its own records) or ``"batch"`` (each process its rows
     of global batches that do not depend on the process count; ``micro_batches`` per global
-    batch): see the module docstring.
+    batch): see the module docstring. ``base_text_len``: add the base-task texts (data pretokenized
+    with ``--base-tasks``).
     """
     import grain
 
@@ -195,7 +226,10 @@ def make_dataset(data_dir: str | Path, split: str = "train", *, batch_size: int,
     if "text_len" in meta and text_len < int(meta["text_len"]):
         warnings.warn(f"{where}: text_len={text_len} is shorter than the --text-len {meta['text_len']} the data "
                       f"was checked against; longer texts are cut to text_len-1 tokens + EOS", stacklevel=2)
-    fmt = FormatRecord(bos, eos, text_len, meta.get("num_image_tokens"), with_ids, instruction_len)
+    if base_text_len is not None and not meta.get("base_tasks"):
+        raise ValueError(f"{where}: base_text_len={base_text_len} needs the base-task fields, but this data was "
+                         f"pretokenized without --base-tasks")
+    fmt = FormatRecord(bos, eos, text_len, meta.get("num_image_tokens"), with_ids, instruction_len, base_text_len)
 
     ds = grain.MapDataset.source(source)
     n = len(ds)

@@ -8,6 +8,12 @@ Input: a JSONL file, or a folder holding ``examples.jsonl``; one JSON object per
     reasoning     str  (required)
     output_image  str  image path (required)
 
+With ``base_tasks`` (``--base-tasks``) every line also needs ``t2i_prompt``, ``mmu_question`` and
+``mmu_answer`` (base MMaDA's text-to-image request and understanding question/answer about the
+output image, e.g. from ``python -m train.synthetic --base-tasks``); the question is stored in the
+tokenizer's chat template, and ``BOS + t2i_prompt + EOS`` and ``chat(question) + answer + EOS``
+must fit ``text_len`` like the other texts.
+
 Other fields are ignored. Output: a tensorflow-datasets dataset (``GeneratorBasedBuilder``,
 ArrayRecord files, Tensor/Text features, no TensorFlow needed) in the format of
 :mod:`.records`, plus ``bad_examples.jsonl`` and ``summary.json``.
@@ -105,6 +111,7 @@ class SourceExample:
     output_image: Path
     instruction_ids: np.ndarray
     reasoning_ids: np.ndarray
+    base: dict | None = None      # the records.BASE_TASK_KEYS ids (pretokenized with base_tasks)
 
 
 @dataclasses.dataclass
@@ -177,9 +184,25 @@ def _text_field(rec: dict, key: str, required: bool) -> str | None:
     return value
 
 
+def _base_task_ids(rec: dict, tokenize: Callable[[str], list[int]], chat: Callable[[str], list[int]],
+                   text_len: int) -> dict:
+    """The base-task ids of a line (ValueError: a field missing, or a text over ``text_len``)."""
+    prompt = np.asarray(tokenize(_text_field(rec, "t2i_prompt", required=True)), np.int32)
+    question = np.asarray(chat(_text_field(rec, "mmu_question", required=True)), np.int32)
+    answer = np.asarray(tokenize(_text_field(rec, "mmu_answer", required=True)), np.int32)
+    if len(prompt) + 2 > text_len:
+        raise ValueError(f"t2i_prompt too long: {len(prompt)} tokens + BOS/EOS > --text-len {text_len}")
+    if len(question) + len(answer) + 1 > text_len:
+        raise ValueError(f"mmu_question + mmu_answer too long: {len(question)} (chat template) + {len(answer)} "
+                         f"tokens + EOS > --text-len {text_len}")
+    return {"t2i_prompt_ids": prompt, "mmu_prompt_ids": question, "mmu_answer_ids": answer}
+
+
 def read_examples(jsonl: Path, tokenize: Callable[[str], list[int]], text_len: int,
-                  report: BadReporter) -> tuple[list[SourceExample], int]:
-    """Pass 1: parse and check every line; returns (good examples, number of non-empty lines)."""
+                  report: BadReporter, chat: Callable[[str], list[int]] | None = None
+                  ) -> tuple[list[SourceExample], int]:
+    """Pass 1: parse and check every line; returns (good examples, number of non-empty lines).
+    ``chat`` (question -> chat-templated ids): read the base-task fields too."""
     base = jsonl.parent
     seen: dict[str, int] = {}
     good: list[SourceExample] = []
@@ -241,8 +264,15 @@ def read_examples(jsonl: Path, tokenize: Callable[[str], list[int]], text_len: i
             if too_long:
                 report(ex_id, too_long, lineno)
                 continue
+            base_ids = None
+            if chat is not None:
+                try:
+                    base_ids = _base_task_ids(rec, tokenize, chat, text_len)
+                except ValueError as e:
+                    report(ex_id, str(e), lineno)
+                    continue
             good.append(SourceExample(ex_id, lineno, paths["input_image"], paths["output_image"],
-                                      ids["instruction"], ids["reasoning"]))
+                                      ids["instruction"], ids["reasoning"], base_ids))
     return good, n_lines
 
 
@@ -303,6 +333,7 @@ class ImageEncoder:
                 "reasoning_ids": ex.reasoning_ids,
                 "has_input_image": in_slot is not None,
                 "has_instruction": len(ex.instruction_ids) > 0,
+                **(ex.base or {}),
             })
         return out
 
@@ -366,7 +397,7 @@ class _EncodeJob:
 def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path, vq: str | Path,
                 tokenizer: str | Path, text_len: int = 256, image_size: int | None = None,
                 system_prompt: str | None = None, shard_size: int = 1000, on_bad: str = "skip", batch_size: int = 8,
-                val_fraction: float = 0.0, split_seed: int = 42, overwrite: bool = False,
+                val_fraction: float = 0.0, split_seed: int = 42, overwrite: bool = False, base_tasks: bool = False,
                 progress_every: float = 10.0, log: Callable[[str], None] | None = None) -> Summary:
     """Pretokenize ``src`` into ``out_dir`` (see the module docstring); returns a :class:`Summary`.
 
@@ -378,7 +409,7 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
 
     ``val_fraction`` > 0 puts a seeded random ``round(val_fraction * n)`` (at least 1) of the good
     examples into a ``validation`` split (the reference splits 90/10 with seed 42); the rest, in
-    source order, form ``train``.
+    source order, form ``train``. ``base_tasks``: read and store the base-task fields (module docstring).
     """
     from .. import load_config, load_vq
     from ..tokenizer import load_tokenizer
@@ -407,6 +438,9 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     vq_model = load_vq(vq)
     tokens = config.tokens
     dimoo = config.kind == "dimoo"
+    if base_tasks and dimoo:
+        raise ValueError("base_tasks: base MMaDA's t2i / mmu tasks are for MMaDA (-M) checkpoints, not "
+                         "MMaDA-Parallel-A")
     want = "amused" if dimoo else "magvitv2"
     if vq_model.kind != want:
         raise ValueError(f"image tokenizer {vq} is {vq_model.kind!r}; the SFT data of a {config.kind!r} checkpoint "
@@ -423,7 +457,7 @@ def pretokenize(src: str | Path, out_dir: str | Path, *, checkpoint: str | Path,
     try:
         summary = _pretokenize_into(out_dir, final_dir, jsonl, tok, vq_model, config, tokens, dimoo, checkpoint,
                                     vq, tokenizer, text_len, image_size, system_prompt, shard_size, on_bad,
-                                    batch_size, val_fraction, split_seed, progress_every, log, t0)
+                                    batch_size, val_fraction, split_seed, progress_every, log, t0, base_tasks)
     except BaseException as e:
         report = _keep_report(out_dir, final_dir)
         if report is not None and isinstance(e, (BadExampleError, NoExamplesError)):
@@ -492,12 +526,12 @@ def _keep_report(tmp: Path, final_dir: Path) -> Path | None:
 
 def _pretokenize_into(out_dir, final_dir, jsonl, tok, vq_model, config, tokens, dimoo, checkpoint, vq, tokenizer,
                       text_len, image_size, system_prompt, shard_size, on_bad, batch_size, val_fraction,
-                      split_seed, progress_every, log, t0) -> Summary:
+                      split_seed, progress_every, log, t0, base_tasks) -> Summary:
     ds_root = out_dir / records.DATASET_NAME
     summary = Summary(out_dir=str(final_dir))
     report = BadReporter(out_dir / "bad_examples.jsonl", on_bad, log)
     summary.bad = report.bad
-    good, summary.lines = read_examples(jsonl, tok.encode, text_len, report)
+    good, summary.lines = read_examples(jsonl, tok.encode, text_len, report, tok.chat if base_tasks else None)
     log(f"pretokenize: {jsonl}: {summary.lines} examples, {len(good)} pass the checks, {len(report.bad)} bad")
     if not good:
         raise NoExamplesError(f"{jsonl}: no usable examples (see the bad-example list)")
@@ -519,6 +553,8 @@ def _pretokenize_into(out_dir, final_dir, jsonl, tok, vq_model, config, tokens, 
         "missing_input_image": f"VQ codes of a black {image_size}x{image_size} image",
         "grid": list(vq_model.grid(image_size, image_size)), "model_kind": config.kind,
     }
+    if base_tasks:
+        meta["base_tasks"] = True
     if dimoo:
         from ..parallel_a.prompts import EDIT_SYSTEM_PROMPT, system_user_prompt, turn_text
         meta["system_prompt"] = EDIT_SYSTEM_PROMPT if system_prompt is None else system_prompt

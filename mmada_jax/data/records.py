@@ -20,6 +20,15 @@ Each record (one example, in source order) is::
     has_input_image     bool
     has_instruction     bool
 
+Data pretokenized with ``--base-tasks`` (base MMaDA's text-to-image and understanding tasks about
+the OUTPUT image, trained beside the parallel task: :mod:`mmada_jax.mmada.sft`) has three more::
+
+    t2i_prompt_ids      int32 [a]  the drawing request, no BOS/EOS
+    mmu_prompt_ids      int32 [q]  the question in the chat template with the generation prompt (BOS first)
+    mmu_answer_ids      int32 [r]  the answer, no BOS/EOS
+
+and ``"base_tasks": true`` in its metadata.
+
 Codes are raw VQ codes in ``[0, codebook_size)`` (NOT shifted by the image offset: the model's
 token-id layout adds it). ``metadata.json`` records how the data was made (``text_len``,
 ``image_size``, ``num_image_tokens``, ``bos_id``, ``eos_id``, ``image_offset``,
@@ -38,13 +47,16 @@ VERSION = "1.0.0"
 FORMAT_VERSION = 1
 RECORD_KEYS = ("id", "input_image_codes", "output_image_codes", "instruction_ids", "reasoning_ids",
                "has_input_image", "has_instruction")
+BASE_TASK_KEYS = ("t2i_prompt_ids", "mmu_prompt_ids", "mmu_answer_ids")
 
 
-def features(num_image_tokens: int | None):
-    """The tfds feature spec of a record (``num_image_tokens`` None: any length, for reading)."""
+def features(num_image_tokens: int | None, base_tasks: bool = False):
+    """The tfds feature spec of a record (``num_image_tokens`` None: any length, for reading;
+    ``base_tasks``: with the :data:`BASE_TASK_KEYS`)."""
     import tensorflow_datasets as tfds
     n = num_image_tokens
-    return tfds.features.FeaturesDict({
+    ids = {key: tfds.features.Tensor(shape=(None,), dtype=np.int32) for key in BASE_TASK_KEYS if base_tasks}
+    return tfds.features.FeaturesDict({**ids,
         "id": tfds.features.Text(),
         "input_image_codes": tfds.features.Tensor(shape=(n,), dtype=np.int32),
         "output_image_codes": tfds.features.Tensor(shape=(n,), dtype=np.int32),
@@ -108,10 +120,15 @@ def open_pretokenized(data_dir: str | Path):
     except Exception as e:  # noqa: BLE001 - tfds raises many kinds; name the files
         raise DatasetError(f"{path}: cannot read the dataset description ({', '.join(DESCRIPTION_FILES)}): "
                            f"{type(e).__name__}: {e}") from None
-    if keys != set(RECORD_KEYS):
+    if keys not in (set(RECORD_KEYS), set(RECORD_KEYS + BASE_TASK_KEYS)):
         raise ValueError(f"{path}: record features {sorted(keys)} are not the pretokenized SFT format "
-                         f"{sorted(RECORD_KEYS)}")
+                         f"{sorted(RECORD_KEYS)} (+ {list(BASE_TASK_KEYS)} with --base-tasks)")
     return builder
+
+
+def has_base_tasks(builder) -> bool:
+    """Whether the records hold the base-task fields (pretokenized with ``--base-tasks``)."""
+    return set(BASE_TASK_KEYS) <= set(builder.info.features.keys())
 
 
 def metadata(builder) -> dict:

@@ -551,14 +551,14 @@ class BaseTaskJudge:
 
 
 BASE_TASKS = ("t2i", "mmu")
-MMU_QUESTION = "Describe the image."
+MMU_QUESTION = syn.MMU_QUESTION
 
 
 def write_base_benchmark(out_dir: str | Path, num: int, task: str, seed: int = 0, size: int = 64) -> Path:
     """``num`` items of a base MMaDA task of the world to ``out_dir/benchmark.jsonl``: ``t2i`` (a
     drawing request of a random scene; ground truth ``output_scene``) or ``mmu`` (an image of a
     random scene, the question :data:`MMU_QUESTION`, ground truth ``input_scene`` and the
-    ``answer``: the scene's slot description). Item ``i`` depends only on (seed, i)."""
+    ``answer``: :func:`~mmada_jax.data.synthetic.mmu_answer`). Item ``i`` depends only on (seed, i)."""
     if task not in BASE_TASKS:
         raise ValueError(f"base task {task!r}; known: {BASE_TASKS}")
     if num < 0:
@@ -579,7 +579,7 @@ def write_base_benchmark(out_dir: str | Path, num: int, task: str, seed: int = 0
                             output_scene=scene_to_dict(scene))
             else:
                 item.update(instruction=MMU_QUESTION, input_image=f"images/{item['id']}_in.png",
-                            input_scene=scene_to_dict(scene), answer=scene.slots())
+                            input_scene=scene_to_dict(scene), answer=syn.mmu_answer(scene))
                 Image.fromarray(syn.render(scene, size)).save(out_dir / item["input_image"])
             f.write(json.dumps(item) + "\n")
     return path

@@ -1,5 +1,6 @@
 """Base MMaDA's pretraining losses (``forward_process`` on a [t2i | lm | mmu] batch, spec
-``mmada_m.md`` §5.2), from the logits of prompts built by :mod:`mmada_jax.mmada.prompts`."""
+``mmada_m.md`` §5.2), from the logits of prompts built by :mod:`mmada_jax.mmada.prompts`; the two
+per-task reductions are shared with the base-task rows of a parallel SFT (:mod:`.sft`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import jax.numpy as jnp
 
 from ..losses import cross_entropy
 from ..sequences import IGNORE
+
+
+def t2i_loss(ce: jax.Array, labels: jax.Array) -> jax.Array:
+    """Text-to-image: the mean CE over the labelled positions (soi, masked codes, eoi; no 1/t).
+    ``ce``, ``labels``: [B, P] over the image part."""
+    return jnp.sum(ce) / jnp.maximum(jnp.sum(labels != IGNORE), 1)
+
+
+def masked_answer_loss(ce: jax.Array, masked: jax.Array, p_mask: jax.Array, answer_lengths: jax.Array) -> jax.Array:
+    """LLaDA's answer loss: ``sum_masked CE / p_mask / answer_length`` per row, mean over rows.
+    ``p_mask``, ``answer_lengths``: broadcastable to ``ce`` [B, L]."""
+    return jnp.sum(jnp.where(masked, ce / p_mask / answer_lengths, 0.0)) / ce.shape[0]
 
 
 def mmada_pretrain_losses(logits: jax.Array, input_ids: jax.Array, labels: jax.Array, *, batch_sizes,
@@ -21,13 +34,10 @@ def mmada_pretrain_losses(logits: jax.Array, input_ids: jax.Array, labels: jax.A
     """
     n_t2i, n_lm, n_mmu = (int(x) for x in batch_sizes)
     ce = cross_entropy(logits, labels)
-    t2i_ce = ce[:n_t2i, max_seq_length + 1:]
-    t2i_valid = labels[:n_t2i, max_seq_length + 1:] != IGNORE
-    loss_t2i = jnp.sum(t2i_ce) / jnp.maximum(jnp.sum(t2i_valid), 1)
+    loss_t2i = t2i_loss(ce[:n_t2i, max_seq_length + 1:], labels[:n_t2i, max_seq_length + 1:])
     lm_rows = slice(n_t2i, n_t2i + n_lm)
     lm_masked = input_ids[lm_rows] == mask_id
     loss_lm = jnp.sum(jnp.where(lm_masked, ce[lm_rows] / p_mask_lm, 0.0)) / (n_lm * logits.shape[1])
     mmu_rows = slice(n_t2i + n_lm, n_t2i + n_lm + n_mmu)
-    mmu_masked = input_ids[mmu_rows] == mask_id
-    loss_mmu = jnp.sum(jnp.where(mmu_masked, ce[mmu_rows] / p_mask_mmu / answer_lengths, 0.0)) / n_mmu
+    loss_mmu = masked_answer_loss(ce[mmu_rows], input_ids[mmu_rows] == mask_id, p_mask_mmu, answer_lengths)
     return {"loss_t2i": loss_t2i, "loss_lm": loss_lm, "loss_mmu": loss_mmu}

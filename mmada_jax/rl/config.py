@@ -55,6 +55,9 @@ class RLConfig:
     synthetic_seed: int = setting(0, "their seed (the SFT data's, for the world's training prompts)", minimum=0)
     sampling: dict = setting(None, "sampler settings (the sampler's names, e.g. text_steps)")
     options: dict = setting(None, "task options (e.g. pad_instruction)")
+    prompt_len: int = setting(0, "text / mmu: left-pad every rollout batch's prompts to this many tokens for the "
+                                 "learner, whose step then compiles once (0: to the batch's longest prompt, a "
+                                 "recompile whenever a longer one comes)", minimum=0)
     # rollouts and rewards
     group_size: int = setting(8, "G: rollouts per prompt", minimum=2)
     prompts_per_step: int = setting(2, "prompts per rollout batch (B = prompts_per_step x G rollouts)", minimum=1)
@@ -132,6 +135,9 @@ class RLConfig:
         if self.task in BASE_TASKS and self.estimator != "unigrpo":
             raise ConfigError(f"task={self.task} (base MMaDA) trains with estimator=unigrpo, not {self.estimator} "
                               f"(its sampler records no steps)")
+        if self.prompt_len and self.task not in ("text", "mmu"):
+            raise ConfigError(f"prompt_len={self.prompt_len}: only for task text or mmu (their prompts differ in "
+                              f"length), not {self.task}")
         if (self.prompts is None) == (self.synthetic <= 0):
             raise ConfigError("give exactly one prompt source: prompts (a JSONL) or synthetic=N")
         if self.reward == "callable" and not self.reward_function:

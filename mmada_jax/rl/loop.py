@@ -48,7 +48,7 @@ from .advantages import advantages
 from .config import TASKS, RLConfig
 from .objective import LossOptions, make_objective, rollout_batch
 from .remask import remask_batch
-from .rollout import Rollouts, final_rollout, rollout
+from .rollout import Rollouts, check_prompt_len, final_rollout, rollout
 from .steps import draw_steps
 from .trajectory import step_batch, token_logp
 from .unigrpo import unigrpo_batches
@@ -123,7 +123,7 @@ def _rollouts(config, task, pipe, requests, step: int, settings, options, log, m
                             len(picks) * config.group_size)
     chosen = [requests[i] for i in picks]
     if config.estimator == "unigrpo":
-        return final_rollout(task, pipe, chosen, config.group_size, keys, settings, options, log)
+        return final_rollout(task, pipe, chosen, config.group_size, keys, settings, options, log, config.prompt_len)
     record = draw_steps(rng, len(picks), config.group_size, config.s, settings.text_steps,
                         mode or config.steps_mode)
     return rollout(task, pipe, chosen, config.group_size, record, keys, settings, options,
@@ -187,6 +187,8 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     requests = load_prompts(config, out_dir, log)
+    if config.prompt_len:
+        check_prompt_len(task, pipe, requests, options, config.prompt_len)
     tokens = pipe.config.tokens
     slots = task.max_text_per_step(settings)
     if config.estimator == "unigrpo":
@@ -334,11 +336,13 @@ def sample_sheet(config, task, pipe, requests, settings, options, path: Path, lo
 
 
 def evaluate_policy(config, task, pipe, settings, options, out: Path, log) -> dict:
-    """``evaluate`` of the live policy on ``config.benchmark`` with the synthetic judge."""
+    """``evaluate`` of the live policy on ``config.benchmark`` with the synthetic world's judge
+    (``synthetic_base`` for base MMaDA's t2i / mmu: Scene Accuracy)."""
     from ..evaluation import get_judge
     from ..evaluation.benchmarks import load_benchmark
     from ..evaluation.run import evaluate
     bench = load_benchmark(config.benchmark)
-    return evaluate(bench, out, get_judge("synthetic", root=bench.root), task, lambda: pipe, settings,
+    judge = get_judge("synthetic_base" if config.task in ("t2i", "mmu") else "synthetic", root=bench.root)
+    return evaluate(bench, out, judge, task, lambda: pipe, settings,
                     options, batch_size=config.rollouts_per_step, limit=config.eval_items or None,
                     run_info={"policy_step": out.name}, log=log)

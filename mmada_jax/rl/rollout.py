@@ -14,7 +14,6 @@ import numpy as np
 from ..app.requests import Request
 from ..mmada.text import TextLayout
 from ..sampling.common import SamplerOutput
-from ..sequences import pad_rows
 from ..tokenizer import SPECIAL_STRINGS
 
 MASK_MARK = SPECIAL_STRINGS["mask"]      # the mask token's own string
@@ -88,8 +87,26 @@ def rollout(task, pipe, requests: list[Request], group_size: int, record_steps: 
 JOINT_TASKS = ("parallel_m", "parallel_a")
 
 
+def _check_prompt_len(requests, lengths, prompt_len: int) -> None:
+    too_long = [f"{r.name} ({n} tokens)" for r, n in zip(requests, lengths) if prompt_len and n > prompt_len]
+    if too_long:
+        raise ValueError(f"prompt_len={prompt_len}: longer prompt(s): {', '.join(too_long[:5])}"
+                         f"{' ...' if len(too_long) > 5 else ''}; raise prompt_len")
+
+
+def check_prompt_len(task, pipe, requests: list[Request], options, prompt_len: int) -> None:
+    """Every text / mmu prompt fits ``prompt_len`` tokens (checked before any rollout; mmu prompts
+    count their image part, ``<|mmu|> <|soi|> image <|eoi|>``)."""
+    head = 0
+    if task.name == "mmu":
+        from ..app.tasks import _square_grid
+        grid = _square_grid(pipe, options.resolution)[1]
+        head = grid[0] * grid[1] + 3
+    _check_prompt_len(requests, [head + len(task.prompt(pipe, r, options)) for r in requests], prompt_len)
+
+
 def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, settings, options,
-                  log=print) -> Rollouts:
+                  log=print, prompt_len: int = 0) -> Rollouts:
     """Rollouts scored on their final outputs only (UniGRPO: one reward slot, s = 1), of any task.
 
     Joint tasks record their last step (:func:`rollout`). Base MMaDA's: ``t2i`` gives images
@@ -97,7 +114,8 @@ def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, se
     ``images`` is None). Text prompts of different token lengths are sampled in separate calls
     (one per length) and left-padded to the longest for the learner: ``output.ids`` [B, L],
     ``output.pads`` [B] and ``output.layout`` (:class:`~mmada_jax.mmada.text.TextLayout` of the
-    longest prompt) say where each row's response is."""
+    longest prompt) say where each row's response is; ``prompt_len`` > 0 pads to that width instead
+    (a fixed shape for the learner; a longer prompt is a ValueError naming it)."""
     rows = [r for r in requests for _ in range(group_size)]
     if task.name in JOINT_TASKS:
         last = np.full((len(rows), 1), task.steps(settings) - 1, np.int32)
@@ -110,6 +128,7 @@ def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, se
         return Rollouts(rows, out, [[r.prompt] for r in rows], pixels[:, None], [r.prompt for r in rows], pixels)
     # text / mmu: one sampler call per prompt length, rows put back in order, left-padded
     prompts = [np.asarray(task.inputs(pipe, [r], settings, options, seed=0, log=log)[0][0]) for r in requests]
+    _check_prompt_len(requests, [len(p) for p in prompts], prompt_len)
     finals = [None] * len(rows)
     for length in sorted({len(p) for p in prompts}):
         which = [i for i, p in enumerate(prompts) if len(p) == length]
@@ -119,9 +138,9 @@ def final_rollout(task, pipe, requests: list[Request], group_size: int, keys, se
         for row, ids in zip(idx, np.asarray(out.ids)):
             finals[row] = ids
     gen = out.layout.gen_length
-    longest = max(len(p) for p in prompts)
+    longest = max(prompt_len, *(len(p) for p in prompts))
     pads = np.asarray([longest - (len(f) - gen) for f in finals], np.int32)
-    ids = pad_rows(list(finals), pipe.config.tokens.pad_id, side="left")
+    ids = np.stack([np.concatenate([np.full(p, pipe.config.tokens.pad_id, np.int32), f]) for p, f in zip(pads, finals)])
     output = SamplerOutput(ids=ids, text_ids=ids[:, longest:], pads=pads, layout=TextLayout(longest, gen))
     texts = [pipe.tokenizer.decode(t) for t in output.text_ids]
     return Rollouts(rows, output, [[t] for t in texts], None, texts, None)

@@ -77,6 +77,11 @@ class TrainConfig:
                                                    # reference; >1 counters the copy-the-input prior of edits)
     min_masking_rate: float = 1e-3
     cond_dropout_prob: float = 0.1
+    base_text_len: int = 0                         # -M: > 0 adds base MMaDA's t2i and mmu rows about each output
+                                                   # image (mmada_jax.mmada.sft; data pretokenized --base-tasks),
+                                                   # text part M of both (sample with t2i max_text_len = M)
+    t2i_coeff: float = 1.0                         # weights of their losses (MMaDA stage 3: 1.0 and 0.5)
+    mmu_coeff: float = 1.0
     objective: str = "auto"                        # parallel_m | parallel_a | auto (by the checkpoint's kind)
     mask_padding: bool = False                     # -A: mask the 0-padding out of attention (reference: attended)
     padding_bias: bool = True                      # -M: the reference's additive 0/1 attention bias, 0 on the EOS
@@ -137,6 +142,7 @@ _KIND = {
     "steps": _INT, "lr": _FLOAT, "warmup_steps": _INT, "min_lr_scale": _FLOAT, "b1": _FLOAT, "b2": _FLOAT,
     "adam_eps": _FLOAT, "weight_decay": _FLOAT, "max_grad_norm": _FLOAT, "text_coeff": _FLOAT,
     "image_coeff": _FLOAT, "changed_image_weight": _FLOAT, "min_masking_rate": _FLOAT, "cond_dropout_prob": _FLOAT, "objective": _STR,
+    "base_text_len": _INT, "t2i_coeff": _FLOAT, "mmu_coeff": _FLOAT,
     "mask_padding": _BOOL, "padding_bias": _BOOL, "max_skipped_updates": _INT, "param_dtype": _STR, "dtype": _STR,
     "remat_policy": _STR, "mesh": _STR, "seed": _INT, "out_dir": _STR, "save_every": _INT, "keep": _INT,
     "log_every": _INT, "peak_tflops_per_device": _FLOAT,
@@ -155,6 +161,7 @@ _RANGE = {
     "image_coeff": (0, True, None, False), "changed_image_weight": (0, False, None, False),
     "synthetic_t2i_fraction": (0, True, 1, True), "min_masking_rate": (0, True, 1, False),
     "cond_dropout_prob": (0, True, 1, True), "peak_tflops_per_device": (0, True, None, False),
+    "base_text_len": (0, True, None, False), "t2i_coeff": (0, True, None, False), "mmu_coeff": (0, True, None, False),
 }
 _CHOICES = {"objective": OBJECTIVE_NAMES, "param_dtype": DTYPES, "dtype": DTYPES, "remat_policy": REMAT_POLICIES}
 
@@ -240,6 +247,8 @@ def validate(values: dict, sources: dict, defaults: dict | None = None) -> dict:
     if full["data_dir"] is None and full["synthetic"] <= 0:
         raise ConfigError("give data_dir (pretokenized data) or synthetic=N" +
                           (f" ({', '.join(sorted(set(sources.values())))})" if sources else ""))
+    if 0 < full["base_text_len"] < 4:
+        raise ConfigError(f"{named('base_text_len')} must be 0 (no base-task rows) or >= 4")
     if 0 < full["instruction_len"] < 3:
         raise ConfigError(f"{named('instruction_len')} must be 0 (= text_len) or >= 3 (BOS + instruction + EOS)")
     if full["synthetic"] > 0 and full["text_len"] < 3:

@@ -33,6 +33,8 @@ def _synthetic_recipe(config: TrainConfig) -> dict:
               "text_len": config.text_len, "world": WORLD_VERSION}
     if config.synthetic_t2i_fraction != 0.1:   # stamps written before the key existed mean 0.1
         recipe["t2i_fraction"] = config.synthetic_t2i_fraction
+    if config.base_text_len:
+        recipe["base_tasks"] = True
     return recipe
 
 
@@ -63,10 +65,10 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
     try:
         log(f"writing {config.synthetic} synthetic examples to {folder}")
         write_dataset(tmp / "raw", config.synthetic, seed=config.seed, size=config.synthetic_image_size,
-                      t2i_fraction=config.synthetic_t2i_fraction)
+                      t2i_fraction=config.synthetic_t2i_fraction, base_tasks=bool(config.base_text_len))
         pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.model_config or config.checkpoint, vq=config.vq,
-                    tokenizer=config.tokenizer, text_len=config.text_len, image_size=config.synthetic_image_size,
-                    log=log)
+                    tokenizer=config.tokenizer, text_len=config.text_len,
+                    image_size=config.synthetic_image_size, base_tasks=bool(config.base_text_len), log=log)
         (tmp / "synthetic.json").write_text(json.dumps(recipe, indent=1) + "\n")
         tmp.rename(folder)
     except BaseException:
@@ -89,6 +91,8 @@ def prepare_data(config: TrainConfig, out_dir: Path, log: Callable[[str], None])
         folder = _data_folder(config, out_dir, log)
     if config.instruction_len:
         check_instruction_budget(folder, config.instruction_len)
+    if config.base_text_len:
+        check_base_task_budget(folder, config.base_text_len)
     return folder
 
 
@@ -130,6 +134,23 @@ def check_instruction_budget(data_dir: Path, instruction_len: int) -> None:
                               f"instruction of {len(rec['instruction_ids'])} tokens (+ BOS and EOS)")
 
 
+def check_base_task_budget(data_dir: Path, base_text_len: int) -> None:
+    """The data holds the base-task fields and every record's fit ``base_text_len`` (checked
+    before training starts, as :func:`check_instruction_budget`)."""
+    from ..data.pipeline import FormatRecord
+    source, meta = load_split(data_dir, "train")
+    if not meta.get("base_tasks"):
+        raise ConfigError(f"base_text_len={base_text_len}: {data_dir} has no base-task fields (pretokenize it "
+                          f"with --base-tasks, from lines with t2i_prompt, mmu_question and mmu_answer)")
+    fmt = FormatRecord(int(meta["bos_id"]), int(meta["eos_id"]), 2, None, base_text_len=base_text_len)
+    for i in range(len(source)):
+        rec = source[i]
+        try:
+            fmt.base_tasks(rec, rec["id"].decode() if isinstance(rec["id"], bytes) else rec["id"])
+        except ValueError as e:
+            raise ConfigError(f"{data_dir}: {e}") from None
+
+
 def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], None], data_dir: Path | None = None):
     """(iterator over this process's batches of ``batch_size / process_count`` examples,
     the dataset's metadata). ``data_dir``: what :func:`prepare_data` returned (else it is called).
@@ -146,7 +167,7 @@ def open_data(config: TrainConfig, tokens, out_dir: Path, log: Callable[[str], N
     dataset = make_dataset(data_dir, "train", batch_size=config.batch_size // processes,
                            text_len=config.text_len, seed=config.seed, tokens=tokens,   # checks the shards
                            instruction_len=config.instruction_len or None, shard="batch",
-                           micro_batches=config.grad_accum)
+                           micro_batches=config.grad_accum, base_text_len=config.base_text_len or None)
     meta = records.describe(data_dir)
     count = meta.pop("splits").get("train", "?")
     log(f"data: {data_dir} ({count} training examples, {meta['num_image_tokens']} image tokens, "

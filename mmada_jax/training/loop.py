@@ -31,7 +31,7 @@ from ..sharding import make_mesh, parse_mesh
 from .checkpoint import RunCheckpoints, abstract_like
 from .config import TrainConfig
 from .objectives import DataLayout, make_objective, resolve
-from ..flops import peak_flops, train_flops
+from ..flops import peak_flops
 from .step import TrainingDiverged, batch_shardings, jit_train_step, make_train_step, params_finite, setup_state
 
 
@@ -122,8 +122,9 @@ class _Meter:
         done = step - self.start_step
         eta = (now - self.t0) / max(done, 1) * (self.config.steps - step)
         mfu = f"{100 * row['mfu']:.1f}%" if row["mfu"] is not None else "-"
+        base = "".join(f", {k[:3]} {row[k + '_loss']:.4f}" for k in ("t2i", "mmu") if k + "_loss" in row)
         self.log(f"step {step}/{self.config.steps}  loss {row['loss']:.4f} (text {row['text_loss']:.4f}, "
-                 f"image {row['image_loss']:.4f})  lr {row['lr']:.2e}  |g| {row['grad_norm']:.3f}  "
+                 f"image {row['image_loss']:.4f}{base})  lr {row['lr']:.2e}  |g| {row['grad_norm']:.3f}  "
                  f"{row['tokens_per_s']:.0f} tok/s  MFU {mfu}  ETA {eta:.0f}s"
                  + ("  [update skipped: non-finite]" if row["skipped"] else ""))
         return row
@@ -161,8 +162,7 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     start = int(state["step"])
 
     step_fn = make_train_step(graphdef, config, objective)
-    total_len = objective.sequence_length
-    meter = _Meter(config, train_flops(model_config, objective.head_length, total_len), total_len, start, say)
+    meter = _Meter(config, *objective.flops_and_tokens(model_config), start, say)
     jitted = b_shardings = None
     rows = []
     skipped_run, applied, skipped_total = [], 0, 0   # consecutive skipped steps; this process run's counts
@@ -217,7 +217,8 @@ def run_sft(config: TrainConfig, *, log: Callable[[str], None] = print, open_dat
     if is_main and (out_dir / "metrics.jsonl").stat().st_size:
         from ..plots import plot_metrics_file
         plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "loss.png",
-                          {"parallel SFT: loss (log scale)": ["loss", "text_loss", "image_loss"]}, log_y=True)
+                          {"SFT: loss (log scale)": ["loss", "text_loss", "image_loss"]
+                           + (["t2i_loss", "mmu_loss"] if config.base_text_len else [])}, log_y=True)
     skipped = f" ({skipped_total} update(s) skipped: non-finite loss or gradient norm)" if skipped_total else ""
     say(f"done: {config.steps} steps{skipped}; checkpoints in {out_dir / 'checkpoints'}, curves in "
         f"{out_dir / 'loss.png'}")

@@ -52,7 +52,7 @@ def plan(config: TrainConfig, layout: DataLayout = DEFAULT_LAYOUT, per_device_ba
                                       abstract_state, shardings)
         objective = make_objective(config, model_config, layout)
         batch = abstract_batch(objective, layout, config.text_len, config.grad_accum, config.micro_batch,
-                               config.instruction_budget)
+                               config.instruction_budget, config.base_text_len)
         b_shardings = batch_shardings(batch, mesh)
         batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=b_shardings[k]) for k, v in batch.items()}
         step = make_train_step(graphdef, config, objective)

@@ -10,6 +10,9 @@ their own sequences inside the jitted step from the step's PRNG key, so every ra
   (Lumina-DiMOO tags, NEWLINE after image rows), independent cosine ratios for image and text,
   token-mean loss (:func:`~mmada_jax.parallel_a.sft.sft_inputs`).
 
+-M with ``base_text_len`` M > 0 adds base MMaDA's t2i and mmu rows about every record's output
+image (:mod:`mmada_jax.mmada.sft`): ``loss = parallel + t2i_coeff * t2i_loss + mmu_coeff * mmu_loss``.
+
 ``objective: auto`` picks ``parallel_a`` for a ``dimoo`` checkpoint, else ``parallel_m``.
 """
 
@@ -23,6 +26,8 @@ import jax
 import numpy as np
 
 from ..config import ConfigError, ModelConfig
+from ..flops import train_flops
+from ..mmada import sft as sft_base
 from ..parallel_a import sft as sft_a
 from ..parallel_m import sft as sft_m
 from ..parallel_m.layout import Layout as LayoutM
@@ -52,17 +57,25 @@ class DataLayout:
 
 @dataclasses.dataclass(frozen=True)
 class Objective:
-    """``loss(model, micro_batch, key) -> {loss, text_loss, image_loss}``; ``sequence_length`` and
-    ``head_length`` (positions that reach the LM head) size the FLOP count."""
+    """``loss(model, micro_batch, key) -> {loss, text_loss, image_loss, ...}``; ``sequence_length``
+    and ``head_length`` (positions that reach the LM head) size the FLOP count, with ``extra_rows``:
+    the (sequence length, head length) of more rows each example gives (base-task rows)."""
 
     name: str
     loss: Callable
     sequence_length: int
     head_length: int
     batch_keys: tuple[str, ...]
+    extra_rows: tuple[tuple[int, int], ...] = ()
+
+    def flops_and_tokens(self, model_config: ModelConfig) -> tuple[float, int]:
+        """Training FLOPs and tokens per example (all its rows)."""
+        rows = ((self.sequence_length, self.head_length),) + self.extra_rows
+        return sum(train_flops(model_config, h, t) for t, h in rows), sum(t for t, _ in rows)
 
 
 M_KEYS = ("input_image_codes", "output_image_codes", "input_text", "output_text", "input_text_len", "output_text_len")
+BASE_KEYS = ("t2i_text", "t2i_text_len", "mmu_text", "mmu_prompt_len")
 
 
 def resolve(config: TrainConfig, model_config: ModelConfig) -> str:
@@ -87,6 +100,8 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
         raise ConfigError("padding_bias=false: only for MMaDA-Parallel-M (-A: mask_padding)")
     if name == "parallel_a" and config.changed_image_weight != 1.0:
         raise ConfigError(f"changed_image_weight={config.changed_image_weight}: only for MMaDA-Parallel-M")
+    if name == "parallel_a" and config.base_text_len:
+        raise ConfigError(f"base_text_len={config.base_text_len}: base MMaDA's t2i / mmu rows are for MMaDA-Parallel-M")
     if name == "parallel_m":
         def loss(model, micro, key):
             b = micro["output_image_codes"].shape[0]
@@ -97,7 +112,19 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
                                      padding_bias=config.padding_bias,
                                      changed_image_weight=config.changed_image_weight)
         layout = LayoutM.for_training(n, n, length, config.instruction_budget)
-        return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
+        if not config.base_text_len:
+            return Objective(name, loss, layout.total, layout.output_len, M_KEYS)
+
+        def mixed(model, micro, key):
+            parallel_key, base_key = jax.random.split(key)
+            parts = loss(model, micro, parallel_key)
+            base = sft_base.base_task_losses(model, tokens, micro, base_key, min_masking_rate=config.min_masking_rate,
+                                             cond_dropout_prob=config.cond_dropout_prob)
+            return dict(parts, **base, loss=parts["loss"] + config.t2i_coeff * base["t2i_loss"]
+                        + config.mmu_coeff * base["mmu_loss"])
+        m = config.base_text_len   # t2i rows (M + 1) + N + 2 tokens, head on N + 2; mmu rows N + 3 + M, head on M
+        rows = ((m + n + 3, n + 2), (n + 3 + m, m))
+        return Objective(name, mixed, layout.total, layout.output_len, M_KEYS + BASE_KEYS, rows)
 
     if not layout.system_ids:
         raise ConfigError("objective parallel_a needs data pretokenized for MMaDA-Parallel-A (its metadata holds "
@@ -124,14 +151,15 @@ def make_objective(config: TrainConfig, model_config: ModelConfig, layout: DataL
     return Objective(name, loss, width, static["answer_len"], M_KEYS + ("has_input_image",))
 
 
-def _batch_shapes(n: int, length: int, instruction_len: int) -> dict:
+def _batch_shapes(n: int, length: int, instruction_len: int, base_text_len: int = 0) -> dict:
     return {"input_image_codes": (n,), "output_image_codes": (n,), "input_text": (instruction_len,),
-            "output_text": (length,), "input_text_len": (), "output_text_len": (), "has_input_image": ()}
+            "output_text": (length,), "input_text_len": (), "output_text_len": (), "has_input_image": (),
+            "t2i_text": (base_text_len,), "t2i_text_len": (), "mmu_text": (base_text_len,), "mmu_prompt_len": ()}
 
 
 def abstract_batch(objective: Objective, layout: DataLayout, text_len: int, grad_accum: int, micro: int,
-                   instruction_len: int | None = None) -> dict:
+                   instruction_len: int | None = None, base_text_len: int = 0) -> dict:
     """ShapeDtypeStructs of a step's batch [grad_accum, micro, ...] (for AOT compilation)."""
-    shapes = _batch_shapes(layout.num_image_tokens, text_len, instruction_len or text_len)
+    shapes = _batch_shapes(layout.num_image_tokens, text_len, instruction_len or text_len, base_text_len)
     return {k: jax.ShapeDtypeStruct((grad_accum, micro) + shapes[k], np.bool_ if k == "has_input_image" else np.int32)
             for k in objective.batch_keys}
