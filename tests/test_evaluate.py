@@ -101,4 +101,7 @@ def test_base_task_benchmark_evaluates_with_scene_accuracy(tmp_path, task, flags
     assert [x["category"] for x in results] == [task, task]
     for res in results:
         assert set(res["scores"]) == {"Scene Accuracy", "Overall"} and 0 <= res["scores"]["Scene Accuracy"] <= 100
+        # an mmu sample's image.png is its input: no edit statistics (t2i images have no input to compare)
+        assert res["image_stats"] is None if task == "mmu" else "mean_abs_diff" not in res["image_stats"]
+    assert "edit outputs" not in (out / "summary.md").read_text()
     assert (out / "summary.md").read_text().splitlines()[0].startswith("| Category | N | Scene Accuracy | Overall")

@@ -90,6 +90,17 @@ def test_8b_unigrpo_config_loads_with_the_papers_settings():
     assert options.thinking and config.model_config.endswith("configs/mmada_8b.yaml")
 
 
+@pytest.mark.parametrize("task", ["t2i", "mmu"])
+def test_demo_unigrpo_configs_load(task):
+    config = RLConfig.from_yaml(ROOT / "configs" / f"demo_unigrpo_{task}.yaml", section="unigrpo")
+    assert (config.task, config.estimator, config.reward, config.synthetic) == (task, "unigrpo", f"synthetic_{task}", 2000)
+    assert config.checkpoint.endswith("runs/demo_sft_base") and config.benchmark.endswith(f"bench_{task}/benchmark.jsonl")
+    config.sampler_settings()
+    with pytest.raises(ConfigError, match="no text-only task"):
+        RLConfig.from_yaml(ROOT / "configs" / f"demo_unigrpo_{task}.yaml", ["task=text", "prompt_len=0"],
+                           section="unigrpo")
+
+
 @pytest.mark.slow      # ~60 s: three runs (pytest -m slow)
 def test_sharded_unigrpo_equals_one_device(tmp_path, monkeypatch):
     """Two UniGRPO text steps (two re-maskings each) on 8 fake devices match one device."""

@@ -311,6 +311,7 @@ def evaluate(benchmark: str | Path | Benchmark, out: str | Path, judge, task=Non
         to_judge.append((by_id[rec["id"]], rec["text"], None if image is None else Path(image).resolve(),
                          {"id": rec["id"], "category": by_id[rec["id"]]["category"], "text": rec["text"],
                           "files": files}))
+    text_answers = getattr(task, "name", None) in ("text", "mmu")   # their image.png is the input, not an output
     t0, chunk = time.perf_counter(), max(1, int(getattr(judge, "batch_items", 1)))
     for start in range(0, len(to_judge), chunk):
         part = to_judge[start:start + chunk]
@@ -319,7 +320,8 @@ def evaluate(benchmark: str | Path | Benchmark, out: str | Path, judge, task=Non
         for (item, _, image, line), verdict in zip(part, judged):
             line = {k: v for k, v in line.items() if k not in ("scores", "reasons", "judge_errors", "image_stats")}
             rec = {"id": line["id"], "category": line["category"], **verdict, **line,
-                   "image_stats": image_stats(image, bench_dir / item["input_image"] if item.get("input_image") else None)}
+                   "image_stats": None if text_answers else
+                   image_stats(image, bench_dir / item["input_image"] if item.get("input_image") else None)}
             if line["id"] in {r["id"] for r in results}:
                 results[:] = [rec if r["id"] == line["id"] else r for r in results]
                 rewritten = True

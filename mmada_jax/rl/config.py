@@ -51,7 +51,8 @@ class RLConfig:
     tokenizer: str | None = setting(None, "text tokenizer (default: the checkpoint's)")
     prompts: str | None = setting(None, "a JSONL of requests (lines with instruction and input_image, relative "
                                         "to the file; benchmark files qualify)")
-    synthetic: int = setting(0, "or: this many training prompts of the synthetic world", minimum=0)
+    synthetic: int = setting(0, "or: this many training prompts of the synthetic world (t2i / mmu: its "
+                                "base-task items)", minimum=0)
     synthetic_seed: int = setting(0, "their seed (the SFT data's, for the world's training prompts)", minimum=0)
     sampling: dict = setting(None, "sampler settings (the sampler's names, e.g. text_steps)")
     options: dict = setting(None, "task options (e.g. pad_instruction)")
@@ -138,6 +139,8 @@ class RLConfig:
         if self.prompt_len and self.task not in ("text", "mmu"):
             raise ConfigError(f"prompt_len={self.prompt_len}: only for task text or mmu (their prompts differ in "
                               f"length), not {self.task}")
+        if self.task == "text" and self.synthetic:
+            raise ConfigError(f"synthetic={self.synthetic}: the synthetic world has no text-only task; give prompts")
         if (self.prompts is None) == (self.synthetic <= 0):
             raise ConfigError("give exactly one prompt source: prompts (a JSONL) or synthetic=N")
         if self.reward == "callable" and not self.reward_function:

@@ -56,17 +56,20 @@ from .unigrpo import unigrpo_batches
 
 def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
     """The prompt pool: ``prompts`` (a JSONL), or ``synthetic`` training prompts of the world
-    written once into ``out_dir/prompts`` (reused on resume). A task that needs an input image
-    (-A) keeps only the prompts that have one."""
+    written once into ``out_dir/prompts`` (reused on resume; t2i / mmu: the world's base-task
+    items). A task that needs an input image (-A) keeps only the prompts that have one."""
     if config.prompts is not None:
         path = Path(config.prompts)
     else:
-        from ..evaluation.synthetic_judge import write_benchmark
+        from ..evaluation.synthetic_judge import write_base_benchmark, write_benchmark
         path = out_dir / "prompts" / "benchmark.jsonl"
         if not path.exists():
             log(f"writing {config.synthetic} synthetic-world training prompts (seed {config.synthetic_seed}) "
                 f"to {path.parent}")
-            write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
+            if config.task in ("t2i", "mmu"):
+                write_base_benchmark(path.parent, config.synthetic, config.task, seed=config.synthetic_seed)
+            else:
+                write_benchmark(path.parent, config.synthetic, seed=config.synthetic_seed)   # the SFT data's mix
     requests = [Request(prompt=it.get("instruction") or "", image=str(path.parent / it["input_image"])
                         if it.get("input_image") else None, id=it["id"], item=it) for it in read_benchmark(path)]
     if config.make_task().needs_image:
