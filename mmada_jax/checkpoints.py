@@ -183,6 +183,19 @@ def _read_json_item(step: Path, item: str) -> dict | None:
         handler.close()
 
 
+def _base_assets(base: Path | None) -> tuple[Path | None, Path | None, Path | None]:
+    """(tokenizer dir, side-file dir, VQ dir) of the checkpoint a run started from; when that is a
+    training run itself (an RL run of an SFT run), the ones it resolved."""
+    if base is None:
+        return None, None, None
+    if not (base / CONFIG_FILE).exists() and not (base / "config.json").exists():
+        inner = open_checkpoint(base)
+        if inner.format == TRAINING:
+            return inner.tokenizer_dir, inner.side_dir, inner.vq_dir
+    tokenizer, side = _side_dirs(base)
+    return tokenizer, side, _dir(base / VQ_SUBFOLDER)
+
+
 def _open_training(step: Path, kind: str | None) -> Checkpoint:
     if not (step / STATE_ITEM).is_dir():
         raise CheckpointError(f"{step}: training checkpoint without its {STATE_ITEM!r} item ({step / STATE_ITEM}: "
@@ -210,9 +223,9 @@ def _open_training(step: Path, kind: str | None) -> Checkpoint:
                                                 if k in train})
     if kind is not None and kind != config.kind:
         raise CheckpointError(f"{step}: a training checkpoint of a {config.kind!r} model, not {kind!r}")
-    base_tok, side = _side_dirs(base) if base is not None else (None, None)
+    base_tok, side, base_vq = _base_assets(base)
     tokenizer = _run_path(train.get("tokenizer"), step) or base_tok
-    vq = _run_path(train.get("vq"), step) or (_dir(base / VQ_SUBFOLDER) if base is not None else None)
+    vq = _run_path(train.get("vq"), step) or base_vq
     return Checkpoint(path=step, kind=config.kind, config=config, format=TRAINING, tokenizer_dir=tokenizer,
                       vq_dir=vq, side_dir=side, train_config=train, step=int(step.name) if step.name.isdigit() else None)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import jax
 import numpy as np
@@ -87,6 +88,24 @@ def test_base_text_len_needs_base_fields_that_fit(data, tok):
         check_base_task_budget(data / "base", 40)
 
 
+def test_pretokenize_reports_lines_without_base_fields(tmp_path, tok):
+    from PIL import Image
+
+    from mmada_jax.data.pretokenize import BadReporter, read_examples
+    tokenizer, _ = tok
+    Image.new("RGB", (8, 8)).save(tmp_path / "out.png")
+    good = {"reasoning": "r", "output_image": "out.png", "t2i_prompt": "Draw it.", "mmu_question": "What?",
+            "mmu_answer": "This."}
+    lines = [dict(good, id="ok"), dict(good, id="no_answer", mmu_answer=None), dict(good, id="long", t2i_prompt="x" * 60)]
+    (tmp_path / "src.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    report = BadReporter(tmp_path / "bad.jsonl", "skip", lambda *_: None)
+    examples, _ = read_examples(tmp_path / "src.jsonl", tokenizer.encode, 48, report, tokenizer.chat)
+    assert [e.id for e in examples] == ["ok"]
+    assert examples[0].base["mmu_prompt_ids"].tolist() == tokenizer.chat("What?")
+    assert [(b.id, b.reason.split(":")[0]) for b in report.bad] == [("no_answer", "missing mmu_answer"),
+                                                                    ("long", "t2i_prompt too long")]
+
+
 def _draws(batch, seed=0):
     b, n = batch["output_image_codes"].shape
     rand = base_sft.random_draws(jax.random.key(seed), b, n, batch["mmu_text"].shape[1])
@@ -161,13 +180,16 @@ def test_base_losses_against_a_float64_computation(data, tok):
 
 
 def _config(data_dir, out_dir, **kw):
-    base = dict(checkpoint=str(golden_path("mmada_tiny")), data_dir=str(data_dir), text_len=TEXT_LEN, batch_size=4,
+    # reasoning cut to 96 characters (the pipeline warns): the loop's cost is the compile, which
+    # the parallel rows' length dominates; the base rows keep their full texts
+    base = dict(checkpoint=str(golden_path("mmada_tiny")), data_dir=str(data_dir), text_len=96, batch_size=4,
                 steps=4, lr=3e-3, warmup_steps=1, out_dir=str(out_dir), save_every=2, log_every=1,
                 base_text_len=BASE_LEN, t2i_coeff=1.0, mmu_coeff=0.5)
     base.update(kw)
     return TrainConfig(**base)
 
 
+@pytest.mark.filterwarnings("ignore:.*shorter than the --text-len")
 def test_mixed_sft_runs(data, tmp_path):
     rows = run_sft(_config(data / "base", tmp_path, steps=2), log=lambda *_: None)
     assert {"t2i_loss", "mmu_loss", "text_loss", "image_loss"} <= set(rows[0])
@@ -175,9 +197,20 @@ def test_mixed_sft_runs(data, tmp_path):
         parallel = row["text_loss"] + row["image_loss"]
         np.testing.assert_allclose(row["loss"], parallel + row["t2i_loss"] + 0.5 * row["mmu_loss"], rtol=1e-5)
     assert (tmp_path / "loss.png").stat().st_size > 0
+    # a run of this run (as an RL run of an SFT run records it: no vq / tokenizer of its own) finds
+    # this run's tokenizer and image tokenizer
+    from mmada_jax.checkpoints import open_checkpoint
+    sft = open_checkpoint(tmp_path)
+    step = tmp_path / "rl" / "checkpoints" / "2"
+    shutil.copytree(tmp_path / "checkpoints" / "2", step)
+    config = json.loads((step / "config" / "metadata").read_text())
+    (step / "config" / "metadata").write_text(json.dumps(dict(config, checkpoint=str(tmp_path), vq=None, tokenizer=None)))
+    rl = open_checkpoint(tmp_path / "rl")
+    assert (rl.step, rl.vq_dir, rl.tokenizer_dir) == (2, sft.vq_dir, sft.tokenizer_dir) and sft.vq_dir is not None
 
 
 @pytest.mark.slow      # three runs, ~1 min more (pytest -m slow)
+@pytest.mark.filterwarnings("ignore:.*shorter than the --text-len")
 def test_mixed_sft_resumes_bit_exactly(data, tmp_path):
     straight = run_sft(_config(data / "base", tmp_path / "a"), log=lambda *_: None)
     run_sft(_config(data / "base", tmp_path / "b", steps=2), log=lambda *_: None)

@@ -103,3 +103,22 @@ def test_demo_world_base_task_rewards_score_scene_slots():
     np.testing.assert_array_equal(score(mmu, requests, texts, None), [[100, 80, 80, 0], [100, 0, 80, 100]])
     with pytest.raises(ValueError, match="prompt line's 'input_scene'.*'y'"):
         mmu([{"id": "y"}], [["x"]], None)
+
+
+def test_object_reward_gives_an_empty_image_only_its_background():
+    """synthetic_t2i_objects: background + requested shapes, a shape in an empty cell one more
+    miss; Scene Accuracy gives the same empty image 60 of 100 for a two-shape request."""
+    from mmada_jax.evaluation.synthetic_judge import scene_to_dict
+    scene = syn.Scene("gray", ()).with_shapes({"top left": ("circle", "red"), "bottom right": ("square", "blue")})
+    empty = syn.Scene("gray", ())
+    wrong = scene.with_shapes({"top left": ("circle", "green"), "bottom right": ("square", "blue")})
+    extra = scene.with_shapes({**scene.by_cell(), "top right": ("triangle", "cyan")})
+    line = {"id": "x", "output_scene": scene_to_dict(scene)}
+    images = np.stack([np.stack([syn.render(s) for s in (scene, empty, wrong, extra)])])
+    np.testing.assert_allclose(score(get_reward("synthetic_t2i_objects"), [line], [[""] * 4], images),
+                               [[100, 100 / 3, 200 / 3, 75]])
+    np.testing.assert_allclose(score(get_reward("synthetic_t2i"), [line], [[""] * 4], images), [[100, 60, 80, 80]])
+    line["input_scene"] = line["output_scene"]
+    texts = [[s.slots() for s in (scene, empty, wrong, extra)]]
+    np.testing.assert_allclose(score(get_reward("synthetic_mmu_objects"), [line], texts, None),
+                               [[100, 100 / 3, 200 / 3, 75]])

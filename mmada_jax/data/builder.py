@@ -49,7 +49,8 @@ class MmadaParallelSft(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description="MMaDA-Parallel SFT examples, pretokenized by mmada_jax.data.pretokenize.",
-            features=records.features(job.num_image_tokens if job else None, bool(job and job.metadata.get("base_tasks"))),
+            features=records.features(job.num_image_tokens if job else None,
+                                      bool(job and job.metadata.get("base_tasks"))),
             disable_shuffling=True,   # keep the source order; the grain pipeline shuffles
             metadata=tfds.core.MetadataDict(job.metadata if job else {}),
         )

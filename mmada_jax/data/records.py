@@ -126,10 +126,6 @@ def open_pretokenized(data_dir: str | Path):
     return builder
 
 
-def has_base_tasks(builder) -> bool:
-    """Whether the records hold the base-task fields (pretokenized with ``--base-tasks``)."""
-    return set(BASE_TASK_KEYS) <= set(builder.info.features.keys())
-
 
 def metadata(builder) -> dict:
     """The metadata dict written by pretokenize (``text_len``, ``bos_id``, ``eos_id`` ...)."""

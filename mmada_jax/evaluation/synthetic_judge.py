@@ -437,6 +437,18 @@ def slot_accuracy(slots: dict[str, Any], truth: syn.Scene) -> tuple[float, str]:
     return _compare({s: slots.get(s, NOT_STATED) for s in SLOTS}, scene_slots(truth), SLOTS)
 
 
+def object_accuracy(slots: dict[str, Any], truth: syn.Scene) -> float:
+    """0-100: the share of the background and the truth's shapes that ``slots`` gets right, where
+    every shape found in a cell the truth leaves empty adds one more miss. Unlike
+    :func:`slot_accuracy`, an image with no shapes earns only its background (slot accuracy gives
+    a one-shape request's empty image 80): the reward that does not teach dropping shapes."""
+    want = scene_slots(truth)
+    shapes = [c for c in syn.CELLS if want[c] is not None]
+    extra = sum(want[c] is None and slots.get(c) not in (None, NOT_STATED) for c in syn.CELLS)
+    right = sum(slots.get(s, NOT_STATED) == want[s] for s in ("background", *shapes))
+    return 100.0 * right / (1 + len(shapes) + extra)
+
+
 def output_alignment(text: str, image, root: str | Path | None = None) -> float:
     """Output Alignment as a reward (0-100), on complete and partly decoded texts alike: the share
     of the five result slots that the text states (:func:`stated_slots`) AND the image shows. On a

@@ -76,28 +76,51 @@ def _truth(request, key: str):
     return scene_from_dict(item[key])
 
 
+def _scene_reward(truth_key: str, read: str, objects: bool) -> Reward:
+    """Rewards of the demo world's base tasks: the scene slots an image shows (``read="image"``,
+    pixel recognition) or a text describes (``"text"``), compared with the prompt line's
+    ``truth_key`` scene by Scene Accuracy or, with ``objects``, by object accuracy."""
+    from ..evaluation.synthetic_judge import described_slots, object_accuracy, recognize, slot_accuracy
+
+    def one(request, output) -> float:
+        slots = recognize(output).slots if read == "image" else described_slots(output)
+        truth = _truth(request, truth_key)
+        return object_accuracy(slots, truth) if objects else slot_accuracy(slots, truth)[0]
+
+    def score(requests, texts, images):
+        outputs = images if read == "image" else texts
+        return np.asarray([[one(r, out) for out in row] for r, row in zip(requests, outputs)], np.float64)
+    return score
+
+
 @register("synthetic_t2i")
 def synthetic_t2i_reward(**_) -> Reward:
     """The demo world's T2I reward: the share (0-100) of the five scene slots the image shows as
     the request's ``output_scene`` has them (the judge's pixel recognition)."""
-    from ..evaluation.synthetic_judge import recognize, slot_accuracy
+    return _scene_reward("output_scene", "image", objects=False)
 
-    def score(requests, texts, images):
-        return np.asarray([[slot_accuracy(recognize(image).slots, _truth(r, "output_scene"))[0] for image in row]
-                           for r, row in zip(requests, images)], np.float64)
-    return score
+
+@register("synthetic_t2i_objects")
+def synthetic_t2i_objects_reward(**_) -> Reward:
+    """The demo world's T2I reward without the empty-cell shortcut: the share (0-100) of the
+    background and the requested shapes the image shows right, a shape drawn in an empty cell
+    counting as one more miss (:func:`~mmada_jax.evaluation.synthetic_judge.object_accuracy`).
+    Trained on ``synthetic_t2i`` (where an empty cell counts as much as a shape) the demo model
+    learned to leave cells empty."""
+    return _scene_reward("output_scene", "image", objects=True)
 
 
 @register("synthetic_mmu")
 def synthetic_mmu_reward(**_) -> Reward:
     """The demo world's MMU reward: the share (0-100) of the five scene slots the text's
     description states as the request's ``input_scene`` has them."""
-    from ..evaluation.synthetic_judge import described_slots, slot_accuracy
+    return _scene_reward("input_scene", "text", objects=False)
 
-    def score(requests, texts, images):
-        return np.asarray([[slot_accuracy(described_slots(t), _truth(r, "input_scene"))[0] for t in row]
-                           for r, row in zip(requests, texts)], np.float64)
-    return score
+
+@register("synthetic_mmu_objects")
+def synthetic_mmu_objects_reward(**_) -> Reward:
+    """``synthetic_mmu`` without the "no shape" shortcut (as ``synthetic_t2i_objects``)."""
+    return _scene_reward("input_scene", "text", objects=True)
 
 
 @register("correctness")

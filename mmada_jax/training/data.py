@@ -66,8 +66,8 @@ def _synthetic_data(config: TrainConfig, out_dir: Path, log: Callable[[str], Non
         log(f"writing {config.synthetic} synthetic examples to {folder}")
         write_dataset(tmp / "raw", config.synthetic, seed=config.seed, size=config.synthetic_image_size,
                       t2i_fraction=config.synthetic_t2i_fraction, base_tasks=bool(config.base_text_len))
-        pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.model_config or config.checkpoint, vq=config.vq,
-                    tokenizer=config.tokenizer, text_len=config.text_len,
+        pretokenize(tmp / "raw", tmp / "pretokenized", checkpoint=config.model_config or config.checkpoint,
+                    vq=config.vq, tokenizer=config.tokenizer, text_len=config.text_len,
                     image_size=config.synthetic_image_size, base_tasks=bool(config.base_text_len), log=log)
         (tmp / "synthetic.json").write_text(json.dumps(recipe, indent=1) + "\n")
         tmp.rename(folder)
