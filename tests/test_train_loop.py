@@ -145,6 +145,7 @@ def test_interrupted_save_leaves_the_last_checkpoint_usable(data_dir, tmp_path):
     assert (tmp_path / "checkpoints" / "6" / "state").is_dir()
 
 
+@pytest.mark.slow      # ~80 s (pytest -m slow); -A's objective alone is in test_losses / test_parallel_a_sft
 def test_parallel_a_sft_runs_and_resumes(tmp_path):
     """MMaDA-Parallel-A through the same loop: -A pretokenize metadata, the -A objective, falling
     loss, bit-exact resume."""

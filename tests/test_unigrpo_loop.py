@@ -93,7 +93,8 @@ def test_8b_unigrpo_config_loads_with_the_papers_settings():
 @pytest.mark.parametrize("task", ["t2i", "mmu"])
 def test_demo_unigrpo_configs_load(task):
     config = RLConfig.from_yaml(ROOT / "configs" / f"demo_unigrpo_{task}.yaml", section="unigrpo")
-    assert (config.task, config.estimator, config.reward, config.synthetic) == (task, "unigrpo", f"synthetic_{task}", 2000)
+    reward = {"t2i": "synthetic_t2i_objects", "mmu": "synthetic_mmu"}[task]
+    assert (config.task, config.estimator, config.reward, config.synthetic) == (task, "unigrpo", reward, 2000)
     assert config.checkpoint.endswith("runs/demo_sft_base") and config.benchmark.endswith(f"bench_{task}/benchmark.jsonl")
     config.sampler_settings()
     with pytest.raises(ConfigError, match="no text-only task"):
