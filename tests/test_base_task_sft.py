@@ -81,11 +81,11 @@ def test_base_text_len_needs_base_fields_that_fit(data, tok):
     with pytest.raises(ValueError, match="without --base-tasks"):
         make_dataset(data / "plain", "train", batch_size=2, text_len=TEXT_LEN, seed=0, tokens=tokens,
                      base_text_len=BASE_LEN, process_index=0, process_count=1)
-    from mmada_jax.training.data import check_base_task_budget
+    from mmada_jax.training.data import check_budgets
     with pytest.raises(ConfigError, match="no base-task fields"):
-        check_base_task_budget(data / "plain", BASE_LEN)
+        check_budgets(data / "plain", base_text_len=BASE_LEN)
     with pytest.raises(ConfigError, match=r"record 'syn\d+'.*base_text_len=40"):
-        check_base_task_budget(data / "base", 40)
+        check_budgets(data / "base", base_text_len=40)
 
 
 def test_pretokenize_reports_lines_without_base_fields(tmp_path, tok):
