@@ -69,6 +69,28 @@ def test_masks_cover_the_response_at_the_scheduled_counts(remap):
         np.testing.assert_array_equal(x["ids"], y["ids"])                  # masks are data from the seed
 
 
+def test_group_masks_give_every_rollout_of_a_group_its_first_rollouts_draw():
+    layout = LayoutM(5, 8, 7)
+    g, groups, mu = 3, 4, 2
+    rng = np.random.default_rng(5)
+    ids = np.repeat(rng.integers(10, 60, (groups, layout.total)), g, axis=0).astype(np.int32)   # identical in a group
+    codes = np.repeat(rng.integers(0, 16, (groups, layout.num_image_tokens)), g, axis=0).astype(np.int32)
+    batches = unigrpo_batches(ids, codes, np.zeros(g * groups, np.int32), layout, mu, MASK, OFFSET,
+                              np.random.default_rng(1), shared=g)
+    ratios = timesteps(np.random.default_rng(1), groups, mu) / 1000          # one start per group
+    text_at = layout.generated_text_positions()
+    for n, batch in enumerate(batches):
+        rows = batch["ids"].reshape(groups, g, -1)
+        assert (rows == rows[:, :1]).all()                      # identical rollouts: identical learner rows
+        np.testing.assert_array_equal(batch["ratio"], np.repeat(ratios[:, n], g).astype(np.float32))
+        np.testing.assert_array_equal((rows[:, 0][:, text_at] == MASK).sum(1), np.clip(np.round(ratios[:, n] * 6), 1, 6))
+    first = batches[0]["ids"].reshape(groups, g, -1)[:, 0] == MASK     # (the last update masks everything)
+    assert len({r.tobytes() for r in first}) == groups                  # groups draw their own positions
+    with pytest.raises(ValueError, match="shared=5: must divide the 12 rollouts"):
+        unigrpo_batches(ids, codes, np.zeros(g * groups, np.int32), layout, mu, MASK, OFFSET,
+                        np.random.default_rng(1), shared=5)
+
+
 @pytest.mark.parametrize("layout", [TextLayout(6, 8), T2ILayout(4, 9)], ids=["text", "t2i"])
 def test_learner_logp_on_the_masked_response_equals_an_independent_forward(layout):
     model = init_model(ModelConfig.from_yaml("configs/mmada_tiny.yaml"), seed=3)

@@ -79,6 +79,8 @@ def test_base_tasks_need_the_unigrpo_estimator(tmp_path):
         RLConfig.from_yaml(_config(tmp_path, estimator="trajectory"), section="unigrpo")
     with pytest.raises(ConfigError, match="t2i_remap='yes' must be bool"):
         RLConfig.from_yaml(_config(tmp_path, t2i_remap="yes"), section="unigrpo")
+    with pytest.raises(ConfigError, match="group_masks: only for estimator=unigrpo"):
+        RLConfig.from_yaml(_config(tmp_path, estimator="trajectory", group_masks=True), section="unigrpo")
 
 
 def test_8b_unigrpo_config_loads_with_the_papers_settings():

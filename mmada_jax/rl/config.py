@@ -73,6 +73,9 @@ class RLConfig:
     unigrpo_timesteps: int = setting(1000, "unigrpo: T of Algorithm 1 (ratios t_n / T)", minimum=1)
     t2i_remap: bool = setting(True, "unigrpo: image mask ratio cos(pi/2 * 0.9 * t_n / T) as the reference "
                                     "code (false: t_n / T)")
+    group_masks: bool = setting(False, "unigrpo: one re-masking per group, shared by its G rollouts (their "
+                                       "zero-sum advantages then cancel on tokens they share: lower variance); "
+                                       "false: one per rollout, as Algorithm 1")
     advantage: str = setting("per_step", "advantage estimator", choices=sorted(ADVANTAGE_ESTIMATORS))
     reward: str = setting("synthetic", "reward (mmada_jax.rl.rewards)", choices=tuple(REWARDS))
     reward_function: str = setting("", "for reward=callable: package.module:function")
@@ -133,6 +136,8 @@ class RLConfig:
         self._check()
 
     def _check(self) -> None:
+        if self.group_masks and self.estimator != "unigrpo":
+            raise ConfigError(f"group_masks: only for estimator=unigrpo (its re-maskings), not {self.estimator}")
         if self.task in BASE_TASKS and self.estimator != "unigrpo":
             raise ConfigError(f"task={self.task} (base MMaDA) trains with estimator=unigrpo, not {self.estimator} "
                               f"(its sampler records no steps)")

@@ -141,7 +141,8 @@ def learner_batches(config, out, tokens, slots: int, step: int) -> list[dict]:
     rng = np.random.default_rng([config.seed, step, 2])
     if config.estimator == "unigrpo":
         return unigrpo_batches(out.ids, out.image_codes, out.pads, out.layout, config.inner_updates, tokens.mask_id,
-                               tokens.image_offset, rng, remap_image=config.t2i_remap, total=config.unigrpo_timesteps)
+                               tokens.image_offset, rng, remap_image=config.t2i_remap, total=config.unigrpo_timesteps,
+                               shared=config.group_size if config.group_masks else 1)
     if config.estimator == "random_remask":
         one = remask_batch(out.ids, out.image_codes, out.pads, out.layout, out.recording.steps.shape[1],
                            tokens.mask_id, tokens.image_offset, rng)

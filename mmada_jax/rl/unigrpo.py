@@ -10,7 +10,9 @@ the reference code's cosine remapping ``cos(pi/2 * 0.9 * t_n / T)`` (:func:`t2i_
 ~0.16 as t_n / T goes 0 to 1) or, with ``remap_image=False``, ``t_n / T`` itself. Positions are
 uniform without replacement, drawn on the host from the rollout batch's seed: the policy, the
 old policy and the reference see the SAME masked inputs of an update (the reference bytecode
-draws an unseeded mask for each; not reproduced).
+draws an unseeded mask for each; not reproduced). ``shared=G`` (``group_masks``, not the paper's)
+gives the G rollouts of a group one draw: with their zero-sum advantages, the tokens they share in
+the same context then cancel exactly instead of adding noise.
 
 Each masked token is scored by the policy given the rest (text over the vocabulary, image codes
 over the codebook columns: :func:`~mmada_jax.rl.trajectory.token_logp`); the sequence-level
@@ -56,19 +58,23 @@ def masked_count(ratio, n: int) -> np.ndarray:
 
 def unigrpo_batches(final_ids: np.ndarray, image_codes: np.ndarray | None, pads: np.ndarray, layout, mu: int,
                     mask_id: int, image_offset: int, rng: np.random.Generator, remap_image: bool = True,
-                    total: int = TIMESTEPS) -> list[dict]:
+                    total: int = TIMESTEPS, shared: int = 1) -> list[dict]:
     """The learner's ``mu`` batches for B rollouts (module docstring). ``final_ids`` [B, L] the
     final sequences; ``image_codes`` [B, N] their output images as codes 0..K-1 (None when the
     layout has no image); ``layout``: ``generated_text_positions()`` and ``image_positions()``
     (either may be empty: :class:`~mmada_jax.mmada.text.TextLayout` has no image,
-    :class:`~mmada_jax.mmada.layout.T2ILayout` no text; the joint layouts have both)."""
+    :class:`~mmada_jax.mmada.layout.T2ILayout` no text; the joint layouts have both). ``shared``:
+    each run of this many consecutive rows (a GRPO group) gets one draw of ratios and positions
+    (1: a draw per rollout, Algorithm 1)."""
     text_at = np.asarray(layout.generated_text_positions(), np.int64)
     image_at = np.asarray(layout.image_positions(), np.int64)
     final_ids = np.array(final_ids)
     if len(image_at):
         final_ids[:, image_at] = np.asarray(image_codes) + image_offset
     b, length = final_ids.shape
-    ratios = timesteps(rng, b, mu, total) / total                       # [B, mu]
+    if shared < 1 or b % shared:
+        raise ValueError(f"shared={shared}: must divide the {b} rollouts")
+    ratios = np.repeat(timesteps(rng, b // shared, mu, total) / total, shared, axis=0)     # [B, mu]
     padding = left_padding(np.asarray(pads), length)
     targets = np.concatenate([final_ids[:, text_at], np.clip(final_ids[:, image_at] - image_offset, 0, None)], -1)
     batches = []
@@ -81,10 +87,10 @@ def unigrpo_batches(final_ids: np.ndarray, image_codes: np.ndarray | None, pads:
                 continue
             counts = masked_count(ratio, len(positions))
             offset = 0 if part == 0 else len(text_at)
-            for r in range(b):
+            for r in range(0, b, shared):
                 chosen = rng.permutation(len(positions))[:counts[r]]
-                ids[r, positions[chosen]] = mask_id
-                weights[r, offset + chosen] = 1.0
+                ids[r:r + shared, positions[chosen]] = mask_id
+                weights[r:r + shared, offset + chosen] = 1.0
         batches.append({"ids": ids.astype(np.int32), **padding,
                         "text_positions": np.broadcast_to(text_at, (b, len(text_at))).astype(np.int32),
                         "targets": targets.astype(np.int32), "weights": weights[:, None, :],
