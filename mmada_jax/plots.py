@@ -118,11 +118,20 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_metrics_file(metrics: str | Path, path: str | Path, panels: dict[str, Sequence[str]],
-                      log_y: bool = False) -> Path:
-    """Plot columns of ``metrics`` (a metrics.jsonl): ``panels`` = {title: [column, ...]}."""
+                      log_y: bool = False, smooth: int = 1) -> Path:
+    """Plot columns of ``metrics`` (a metrics.jsonl): ``panels`` = {title: [column, ...]}.
+    ``smooth`` > 1 adds each column's trailing moving average over that many steps (noisy
+    per-step values such as RL rewards)."""
     rows = read_metrics(metrics)
-    data = {title: {c: ([r["step"] for r in rows if c in r], [r[c] for r in rows if c in r]) for c in cols}
-            for title, cols in panels.items()}
+    data = {}
+    for title, cols in panels.items():
+        series = {}
+        for c in cols:
+            steps, values = [r["step"] for r in rows if c in r], [r[c] for r in rows if c in r]
+            series[c] = (steps, values)
+            if smooth > 1:
+                series[f"{c} (mean of {smooth})"] = (steps, moving_average(values, smooth))
+        data[title] = series
     return plot_curves(data, path, log_y=log_y)
 
 

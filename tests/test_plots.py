@@ -56,3 +56,15 @@ def test_curves_cli_draws_two_runs_and_names_bad_input(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert main(args[:-2] + ["--column", "x=nope", "--out", str(tmp_path / "x.png")]) == 2
     assert "'nope'" in capsys.readouterr().err
+
+
+def test_smoothed_series_is_the_moving_average(tmp_path, monkeypatch):
+    import mmada_jax.plots as plots
+    rows = [{"step": s, "reward": float(s % 2)} for s in range(1, 9)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen = {}
+    monkeypatch.setattr(plots, "plot_curves", lambda data, path, log_y=False: seen.update(data) or path)
+    plots.plot_metrics_file(tmp_path / "m.jsonl", tmp_path / "r.png", {"reward": ["reward"]}, smooth=4)
+    steps, values = seen["reward"]["reward (mean of 4)"]
+    assert steps == list(range(1, 9)) and values == [1.0, 0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5, 0.5]
+    assert seen["reward"]["reward"][1] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]

@@ -54,6 +54,9 @@ from .trajectory import step_batch, token_logp
 from .unigrpo import unigrpo_batches
 
 
+PLOT_SMOOTHING = 10     # rewards.png: each curve with its trailing mean over this many steps
+
+
 def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
     """The prompt pool: ``prompts`` (a JSONL), or ``synthetic`` training prompts of the world
     written once into ``out_dir/prompts`` (reused on resume; t2i / mmu: the world's base-task
@@ -307,10 +310,12 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
         metrics_file.close()
     if rows:
         from ..plots import plot_metrics_file
+        rewards = (["final_reward_raw"] if config.estimator == "unigrpo" else     # UniGRPO: one slot, the final
+                   [k for k in rows[-1] if k.startswith("reward_raw_slot") and not k.endswith("_std")]
+                   + ["final_reward_raw"])
         plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "rewards.png",
-                          {"reward (raw, per recorded step slot)": [k for k in rows[-1] if k.startswith("reward_raw_slot")
-                                                                   and not k.endswith("_std")] + ["final_reward_raw"],
-                           "KL to the reference": ["kl"]})
+                          {"reward (raw, per recorded step slot)": rewards, "KL to the reference": ["kl"]},
+                          smooth=PLOT_SMOOTHING)
     log(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}, curves in {out_dir / 'rewards.png'}")
     return rows
 
