@@ -310,12 +310,11 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
         metrics_file.close()
     if rows:
         from ..plots import plot_metrics_file
-        rewards = (["final_reward_raw"] if config.estimator == "unigrpo" else     # UniGRPO: one slot, the final
-                   [k for k in rows[-1] if k.startswith("reward_raw_slot") and not k.endswith("_std")]
-                   + ["final_reward_raw"])
+        rewards = ({"reward (raw, final outputs)": ["final_reward_raw"]} if config.estimator == "unigrpo" else
+                   {"reward (raw, per recorded step slot)": [k for k in rows[-1] if k.startswith("reward_raw_slot")
+                                                            and not k.endswith("_std")] + ["final_reward_raw"]})
         plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "rewards.png",
-                          {"reward (raw, per recorded step slot)": rewards, "KL to the reference": ["kl"]},
-                          smooth=PLOT_SMOOTHING)
+                          {**rewards, "KL to the reference": ["kl"]}, smooth=PLOT_SMOOTHING)
     log(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}, curves in {out_dir / 'rewards.png'}")
     return rows
 
