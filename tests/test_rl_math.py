@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmada_jax.rl import advantages, draw_steps, policy_loss
+from mmada_jax.rl import advantages, draw_steps, group_spread, policy_loss
 
 
 def test_steps_are_shared_within_a_group_and_redrawn_across_groups():
@@ -46,6 +46,16 @@ def test_advantages_standardise_each_step_over_the_group():
         advantages("per_step", r, group_size=4)
     with pytest.raises(ValueError, match="known"):
         advantages("grpo_typo", r, group_size=3)
+
+
+def test_group_spread_counts_the_groups_that_give_no_gradient():
+    r = np.array([[1.0, 0.0], [1.0, 2.0], [1.0, 4.0],      # group 1: step 0 flat, step 1 spread
+                  [0.2, 5.0], [0.6, 5.0], [0.7, 5.0]])     # group 2: step 0 spread, step 1 flat
+    spread, flat = group_spread(r, 3)
+    want = np.mean([0.0, np.std([0.0, 2.0, 4.0]), np.std([0.2, 0.6, 0.7]), 0.0])
+    assert spread == pytest.approx(want) and flat == 0.5
+    zero = np.asarray(advantages("per_step", r, group_size=3)).reshape(2, 3, 2)
+    assert np.all(zero[0, :, 0] == 0) and np.all(zero[1, :, 1] == 0)    # the flat ones teach nothing
 
 
 def _numpy_loss_and_grad(logp, old, ref, adv, w, beta, eps, eps_high, clamp):

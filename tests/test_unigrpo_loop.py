@@ -63,6 +63,8 @@ def test_unigrpo_runs_writes_its_files_and_resumes_bit_exactly(tmp_path, task):
     assert not (run / "reward_stats.json").exists()          # raw rewards, standardised per group
     assert rows[-1]["kl"] > 0 and all(np.isfinite(r["loss"]) for r in rows) and "logp_gap" not in rows[-1]
     assert rows[-1]["final_reward_raw"] == rows[-1]["reward_raw_mean"]
+    assert all(r["reward_group_std"] >= 0 and 0 <= r["flat_groups"] <= 1 for r in rows)
+    assert any("in-group std" in line for line in logs)
 
     resumed = tmp_path / "resumed"
     shutil.copytree(run, resumed)

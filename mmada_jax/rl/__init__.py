@@ -9,8 +9,8 @@
 The rollout side lives in the samplers (``record_steps``, :mod:`mmada_jax.sampling.recording`).
 """
 
-from .advantages import ADVANTAGE_ESTIMATORS, advantages
+from .advantages import ADVANTAGE_ESTIMATORS, advantages, group_spread
 from .losses import POLICY_LOSSES, policy_loss
 from .steps import draw_steps
 
-__all__ = ["ADVANTAGE_ESTIMATORS", "POLICY_LOSSES", "advantages", "draw_steps", "policy_loss"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "POLICY_LOSSES", "advantages", "draw_steps", "group_spread", "policy_loss"]

@@ -8,6 +8,10 @@ their s recorded steps -> advantages [B, s].
   the group, and give every step that advantage (the "Trajectory Average" of the paper's figure,
   an ablation).
 
+:func:`group_spread` says how much a batch can teach: the mean spread of the rewards within
+the groups and the share of groups whose G rewards are all equal (their advantages are 0, so they
+give no policy gradient; TRL logs the same as ``frac_reward_zero_std``).
+
 Groups are consecutive rows (:func:`~mmada_jax.rl.steps.draw_steps`). With G = 1 every advantage
 is 0: nothing to compare.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 from .registry import lookup, registrar
 
@@ -55,3 +60,12 @@ def advantages(name: str, rewards, group_size: int, eps: float = 1e-4):
     if group_size < 1 or b % group_size:
         raise ValueError(f"{b} rollouts do not split into groups of {group_size}")
     return estimator(rewards, group_size, eps)
+
+
+def group_spread(rewards, group_size: int) -> tuple[float, float]:
+    """(mean within-group standard deviation, share of flat groups) of rewards [B, s], over every
+    (group, recorded step) pair; std with ddof 0 (the spread itself, not an estimate)."""
+    r = np.asarray(rewards, np.float64)
+    b, s = r.shape
+    spread = r.reshape(b // group_size, group_size, s).std(axis=1)
+    return float(spread.mean()), float((spread == 0).mean())

@@ -44,7 +44,7 @@ from ..training.step import (TrainingDiverged, batch_shardings, jit_train_step, 
                              row_shardings)
 from ..training.step import setup_state
 from . import rewards as R
-from .advantages import advantages
+from .advantages import advantages, group_spread
 from .config import TASKS, RLConfig
 from .objective import LossOptions, make_objective, rollout_batch
 from .remask import remask_batch
@@ -237,6 +237,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
             raw = R.score(reward, ro.requests, ro.texts, ro.images)
             normalised = raw if stats is None else R.normalize(raw, stats)
             adv = np.asarray(advantages(config.advantage, normalised, config.group_size))
+            spread, flat = group_spread(raw, config.group_size)
             out = ro.output
             batches = learner_batches(config, out, tokens, slots, step)
             rollout_s = time.perf_counter() - t
@@ -284,6 +285,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                    **{f"reward_raw_slot{j}_std": float(raw[:, j].std()) for j in range(raw.shape[1])},
                    "final_reward_raw": float(raw.mean()) if config.estimator == "unigrpo" else
                    float(R.score(reward, ro.requests, [[x] for x in ro.final_texts], ro.final_images[:, None]).mean()),
+                   "reward_group_std": spread, "flat_groups": flat,
                    **({"logp_gap": gap} if trajectory else {}), "rollout_s": rollout_s, "learner_s": learner_s}
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()
@@ -292,7 +294,8 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                 eta = (time.perf_counter() - t0) / (step - start) * (config.steps - step)
                 per_slot = " ".join(f"{row[f'reward_raw_slot{j}']:.3g}±{row[f'reward_raw_slot{j}_std']:.2g}"
                                     for j in range(raw.shape[1]))
-                log(f"step {step}/{config.steps}  reward {per_slot} (final {row['final_reward_raw']:.3g})  "
+                log(f"step {step}/{config.steps}  reward {per_slot} (final {row['final_reward_raw']:.3g}, "
+                    f"in-group std {spread:.2g}, flat {flat:.0%})  "
                     f"loss {metrics['loss']:.4f}  kl {metrics['kl']:.2e}  clip {metrics['clip_fraction']:.3f}  "
                     f"|log r| {metrics['abs_log_ratio']:.2e}  {f'gap {gap:.1e}  ' if trajectory else ''}lr {metrics['lr']:.2e}  "
                     f"rollout {rollout_s:.1f}s learner {learner_s:.1f}s  ETA {eta:.0f}s"
