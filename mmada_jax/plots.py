@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -95,9 +95,12 @@ def _panel(title: str, series: dict[str, tuple[Sequence[float], Sequence[float]]
 
 
 def plot_curves(panels: dict[str, dict[str, tuple[Sequence[float], Sequence[float]]]], path: str | Path,
-                log_y: bool = False) -> Path:
-    """Write ``panels`` ({title: {series name: (steps, values)}}) stacked vertically to ``path``."""
-    images = [_panel(title, series, log_y) for title, series in panels.items()]
+                log_y: bool | Collection[str] = False) -> Path:
+    """Write ``panels`` ({title: {series name: (steps, values)}}) stacked vertically to ``path``;
+    ``log_y``: every panel on a log scale (True) or the panels with these titles (e.g. a KL whose
+    rare spikes would flatten the rest of its curve)."""
+    logged = set(panels) if log_y is True else set(log_y or ())
+    images = [_panel(title, series, title in logged) for title, series in panels.items()]
     out = Image.new("RGB", (PANEL[0], PANEL[1] * max(1, len(images))), "white")
     for i, im in enumerate(images):
         out.paste(im, (0, PANEL[1] * i))
@@ -118,8 +121,9 @@ def read_metrics(path: str | Path) -> list[dict]:
 
 
 def plot_metrics_file(metrics: str | Path, path: str | Path, panels: dict[str, Sequence[str]],
-                      log_y: bool = False, smooth: int = 1) -> Path:
-    """Plot columns of ``metrics`` (a metrics.jsonl): ``panels`` = {title: [column, ...]}.
+                      log_y: bool | Collection[str] = False, smooth: int = 1) -> Path:
+    """Plot columns of ``metrics`` (a metrics.jsonl): ``panels`` = {title: [column, ...]}, ``log_y``
+    as :func:`plot_curves`.
     ``smooth`` > 1 adds each column's trailing moving average over that many steps (noisy
     per-step values such as RL rewards)."""
     rows = read_metrics(metrics)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from mmada_jax.plots import PANEL, plot_metrics_file, read_metrics
+from mmada_jax.plots import PANEL, _panel, plot_curves, plot_metrics_file, read_metrics
 
 
 def test_plot_metrics_file(tmp_path):
@@ -68,3 +68,15 @@ def test_smoothed_series_is_the_moving_average(tmp_path, monkeypatch):
     steps, values = seen["reward"]["reward (mean of 4)"]
     assert steps == list(range(1, 9)) and values == [1.0, 0.5, 2 / 3, 0.5, 0.5, 0.5, 0.5, 0.5]
     assert seen["reward"]["reward"][1] == [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_log_scale_applies_to_the_named_panels_only(tmp_path):
+    series = {"kl": ([1, 2, 3, 4], [0.01, 300.0, 0.02, 0.03])}
+    panels = {"reward": series, "KL": series}
+    linear, log = (np.asarray(_panel("KL", series, flag)) for flag in (False, True))
+    assert not np.array_equal(linear, log)
+    for log_y, want in (({"KL"}, (False, True)), (True, (True, True)), (False, (False, False))):
+        img = np.asarray(Image.open(plot_curves(panels, tmp_path / "c.png", log_y=log_y)).convert("RGB"))
+        for i, (title, flag) in enumerate(zip(panels, want)):
+            np.testing.assert_array_equal(img[i * PANEL[1]:(i + 1) * PANEL[1]],
+                                          np.asarray(_panel(title, series, flag).convert("RGB")))

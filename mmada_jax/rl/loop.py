@@ -55,6 +55,7 @@ from .unigrpo import unigrpo_batches
 
 
 PLOT_SMOOTHING = 10     # rewards.png: each curve with its trailing mean over this many steps
+KL_PANEL = "KL to the reference (log scale)"      # k3 KL can spike 1000-fold for a step
 
 
 def load_prompts(config: RLConfig, out_dir: Path, log) -> list[Request]:
@@ -317,7 +318,7 @@ def run_pararl(config: RLConfig, *, log: Callable[[str], None] = print) -> list[
                    {"reward (raw, per recorded step slot)": [k for k in rows[-1] if k.startswith("reward_raw_slot")
                                                             and not k.endswith("_std")] + ["final_reward_raw"]})
         plot_metrics_file(out_dir / "metrics.jsonl", out_dir / "rewards.png",
-                          {**rewards, "KL to the reference": ["kl"]}, smooth=PLOT_SMOOTHING)
+                          {**rewards, KL_PANEL: ["kl"]}, smooth=PLOT_SMOOTHING, log_y={KL_PANEL})
     log(f"done: {config.steps} steps; checkpoints in {out_dir / 'checkpoints'}, curves in {out_dir / 'rewards.png'}")
     return rows
 
